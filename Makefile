@@ -1,0 +1,43 @@
+# Two commands for a newcomer:  make run   and   make test
+# Both provision first (.ci/provision.sh: Open MPI + parallel HDF5, .venv,
+# mpi4py and h5py built from source against that MPI); quick when already done.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+NP      ?= 8
+MPIEXEC ?= mpiexec
+ARGS    ?=
+
+# Open MPI refuses to start as root and to put more ranks than cores on a
+# node unless told; our own commands allow both (see README, "Running MPI").
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
+export PYTHON VENV
+
+.PHONY: setup run test test-serial test-mpi info clean
+
+setup:
+	@./.ci/provision.sh
+
+run: setup
+	$(MPIEXEC) -n $(NP) $(VPY) -m solver $(ARGS)
+
+info: setup
+	$(MPIEXEC) -n 2 $(VPY) -m solver info
+
+test: setup test-serial test-mpi
+
+test-serial:
+	$(VPY) -m pytest -q -p no:cacheprovider tests
+
+# -m mpi4py turns an uncaught exception on one rank into MPI_Abort (no hang);
+# timeout(1) is the last guard should anything still wedge.
+test-mpi:
+	timeout 900 $(MPIEXEC) -n 2 $(VPY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi -m mpi tests
+	timeout 900 $(MPIEXEC) -n 4 $(VPY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi -m mpi tests
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

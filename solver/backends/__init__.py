@@ -1,0 +1,57 @@
+"""Compute backends.  Each exposes the same small set of names:
+
+    name              the backend's name in ``[backend] name``
+    available()       (bool, why-not) without side effects
+    zeros(shape)      an array in the backend's memory
+    to_host(array)    a NumPy array of the same values
+    from_host(array)  the backend's array of those values
+    heat_update(src, dst, coeffs, lo, hi)
+                      one FTCS step for the interior cells [lo, hi) of padded blocks
+
+Models call these, never NumPy or a GPU library directly for their kernels.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..config import ConfigError
+
+# in order of preference for "auto"
+_MODULES = {"cuda": "cuda", "opencl": "opencl", "cpu": "cpu", "numpy": "numpy_"}
+_PREFERENCE = ("cuda", "cpu", "numpy")
+
+
+def _load(name):
+    try:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith(__name__):
+            return None          # not written yet in this version
+        raise
+
+
+def status() -> dict[str, tuple[bool, str]]:
+    """name -> (available, reason) for every known backend."""
+    out = {}
+    for name in _MODULES:
+        mod = _load(name)
+        out[name] = (False, "not part of this version") if mod is None else mod.available()
+    return out
+
+
+def get_backend(name: str):
+    """The backend module for ``name`` ("auto": the best one available)."""
+    if name == "auto":
+        for candidate in _PREFERENCE:
+            mod = _load(candidate)
+            if mod is not None and mod.available()[0]:
+                return mod
+        raise ConfigError("backend.name: no backend is available")
+    if name not in _MODULES:
+        raise ConfigError(f"backend.name: unknown backend {name!r}; allowed: auto, {', '.join(_MODULES)}")
+    mod = _load(name)
+    ok, why = (False, "not part of this version") if mod is None else mod.available()
+    if not ok:
+        usable = [n for n, (a, _) in status().items() if a]
+        raise ConfigError(f"backend.name: backend {name!r} is not available here ({why}); available: {', '.join(usable)}")
+    return mod

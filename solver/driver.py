@@ -1,0 +1,162 @@
+"""The time loop: step, and at step boundaries diagnostics, progress and output."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time as _time
+from contextlib import contextmanager
+
+import numpy as np
+
+from .io.checkpoint import write_checkpoint
+from .parallel.mpi import MPI, log
+
+
+class Timers:
+    """Wall time per phase on this rank; ``report`` takes the max over ranks."""
+    PHASES = ("compute", "halo", "diagnostics", "output")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+
+    @contextmanager
+    def __call__(self, name):
+        t0 = _time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + _time.perf_counter() - t0
+
+    def max_over(self, comm) -> dict:
+        names = sorted(self.seconds)
+        values = np.array([self.seconds[n] for n in names])
+        comm.Allreduce(MPI.IN_PLACE, values, op=MPI.MAX)
+        return dict(zip(names, values.tolist()))
+
+
+class Progress:
+    """Rank 0's progress: a live line on a terminal, plain lines in a log."""
+
+    def __init__(self, start_step, end_step, comm, stream=sys.stdout):
+        self.start, self.end = start_step, end_step
+        self.root = comm.rank == 0
+        self.live = self.root and is_terminal(stream)
+        self.stream = stream
+        self.t0 = _time.perf_counter()
+        self._last_draw = 0.0
+
+    def _rate(self, step):
+        elapsed = _time.perf_counter() - self.t0
+        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = (self.end - step) / rate if rate > 0 else float("nan")
+        return rate, eta
+
+    def tick(self, step, sim_time):
+        """Called every step; draws the live line at most five times a second."""
+        if not self.live:
+            return
+        now = _time.perf_counter()
+        if now - self._last_draw < 0.2 and step != self.end:
+            return
+        self._last_draw = now
+        rate, eta = self._rate(step)
+        self.stream.write(f"\r  step {step}/{self.end}  t={sim_time:.6g}  {rate:.1f} steps/s  ETA {_eta(eta)}   ")
+        self.stream.flush()
+
+    def line(self, diag):
+        if not self.root:
+            return
+        rate, eta = self._rate(diag["step"])
+        text = "  ".join([f"step {diag['step']}/{self.end}", f"t={diag['time']:.6g}"] + [
+            f"{k}={v:.6g}" for k, v in diag.items() if k not in ("step", "time")])
+        if diag["step"] > self.start:
+            text += f"  {rate:.1f} steps/s  ETA {_eta(eta)}"
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def is_terminal(stream) -> bool:
+    """Whether a person watches ``stream``.  Under mpiexec every rank's stdout
+    is a pseudo-terminal even when the job's output goes to a file, so look at
+    the launcher's stdout too.  SOLVER_PROGRESS=live|plain overrides."""
+    choice = os.environ.get("SOLVER_PROGRESS", "")
+    if choice in ("live", "plain"):
+        return choice == "live"
+    if not stream.isatty():
+        return False
+    if "SLURM_JOB_ID" in os.environ and "SLURM_PTY_PORT" not in os.environ:
+        return False
+    try:
+        target = os.readlink(f"/proc/{os.getppid()}/fd/1")
+    except OSError:
+        return True
+    return target.startswith(("/dev/pts/", "/dev/tty"))
+
+
+def _eta(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class DiagnosticsLog:
+    """diagnostics.csv in the output directory, appended by rank 0."""
+
+    def __init__(self, path, comm):
+        self.path, self.root, self.columns = path, comm.rank == 0, None
+
+    def append(self, diag):
+        if not self.root:
+            return
+        new = self.columns is None
+        if new:
+            self.columns = list(diag)
+        with open(self.path, "a" if not new or os.path.exists(self.path) else "w") as fh:
+            if new and fh.tell() == 0:
+                fh.write(",".join(self.columns) + "\n")
+            fh.write(",".join(repr(float(diag.get(c, float("nan")))) for c in self.columns) + "\n")
+
+
+def run(model, settings, output_dir, comm) -> dict:
+    """Advance ``model`` to its end step, writing checkpoints on the way; returns a summary."""
+    timers = Timers()
+    end = model.end_step
+    start = model.step_count
+    every = settings.output.checkpoint_every
+    log_every = settings.output.log_every or max(1, (end - start) // 10)
+    ckpt_dir = os.path.join(output_dir, "checkpoints")
+    history = DiagnosticsLog(os.path.join(output_dir, "diagnostics.csv"), comm)
+    progress = Progress(start, end, comm)
+
+    def diagnose():
+        with timers("diagnostics"):
+            diag = model.diagnostics()
+        history.append(diag)
+        progress.line(diag)
+        return diag
+
+    def checkpoint():
+        with timers("output"):
+            return write_checkpoint(ckpt_dir, model.step_count, comm, model.checkpoint_attrs(),
+                                    model.checkpoint_datasets(), keep=settings.output.keep)
+
+    diag = diagnose()
+    t0 = _time.perf_counter()
+    while model.step_count < end:
+        model.step(timers)
+        step = model.step_count
+        progress.tick(step, model.time)
+        if step % log_every == 0 and step != end:
+            diag = diagnose()
+        if every and step % every == 0 and step != end:
+            checkpoint()
+    loop_seconds = _time.perf_counter() - t0
+    if diag["step"] != model.step_count:
+        diag = diagnose()
+    path = checkpoint()
+    return {"final": diag, "steps": end - start, "loop_seconds": loop_seconds,
+            "timers": timers.max_over(comm), "checkpoint": path}

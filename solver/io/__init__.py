@@ -1,0 +1,1 @@
+"""Output: parallel HDF5 checkpoints (and, later, sidecars and writers)."""

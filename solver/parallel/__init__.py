@@ -1,0 +1,1 @@
+"""Parallel core: MPI start-up, Cartesian decomposition, halo exchange."""

@@ -1,0 +1,85 @@
+"""MPI start-up, abort-on-uncaught-exception, rank-0 output and collective verdicts.
+
+The rule that keeps jobs from hanging: an error either happens on every rank
+at once (``agree`` makes sure of it, for bad input), or it aborts the whole job
+(``install_abort_hook``), so no rank is ever left waiting in a collective.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import traceback
+
+import mpi4py
+
+# The background checkpoint writer calls MPI from its own thread.
+mpi4py.rc.thread_level = "multiple"
+from mpi4py import MPI  # noqa: E402  (initialises MPI)
+
+from ..config import ConfigError  # noqa: E402
+
+world = MPI.COMM_WORLD
+
+
+def is_root(comm=None) -> bool:
+    return (comm or world).rank == 0
+
+
+def log(msg: str, comm=None, end: str = "\n") -> None:
+    """Print on rank 0 only, flushed, so that logs of N ranks read as one."""
+    if is_root(comm):
+        sys.stdout.write(msg + end)
+        sys.stdout.flush()
+
+
+def error_line(msg: str, comm=None) -> None:
+    """One line on stderr from rank 0 only: how bad input is reported."""
+    if is_root(comm):
+        sys.stderr.write(f"solver: error: {msg}\n")
+        sys.stderr.flush()
+
+
+def agree(comm, fn, *args, **kwargs):
+    """Call ``fn`` on every rank; if it raises ConfigError on any rank, raise
+    the lowest rank's ConfigError on all ranks, so they stop together."""
+    try:
+        result, message = fn(*args, **kwargs), None
+    except ConfigError as exc:
+        result, message = None, str(exc)
+    if comm.size > 1:
+        messages = [m for m in comm.allgather(message) if m is not None]
+    else:
+        messages = [message] if message is not None else []
+    if messages:
+        raise ConfigError(messages[0])
+    return result
+
+
+def abort(code: int = 1) -> None:
+    """End every rank of the job now (MPI_Abort when there is more than one)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if world.size > 1:
+        world.Abort(code)
+    os._exit(code)
+
+
+def _abort_on_exception(exc_type, exc, tb):
+    sys.stderr.write(f"solver: rank {world.rank} of {world.size}: uncaught exception, aborting all ranks\n")
+    traceback.print_exception(exc_type, exc, tb)
+    abort(1)
+
+
+def _abort_on_thread_exception(args):
+    _abort_on_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+def install_abort_hook() -> None:
+    """An uncaught exception on any rank (or in any thread) aborts every rank."""
+    sys.excepthook = _abort_on_exception
+    threading.excepthook = _abort_on_thread_exception
+
+
+def library_version() -> str:
+    return MPI.Get_library_version().strip().splitlines()[0]

@@ -1,0 +1,47 @@
+"""Shared helpers: running the solver as a user would (python -m solver, or
+under mpiexec), with an environment cleaned of the parent's MPI state."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+}
+_INHERITED_MPI = ("OMPI_", "PMIX_", "OPAL_", "PRTE_", "ORTE_", "HYDRA_", "PMI_")
+
+
+def clean_env(extra=None):
+    """The parent's environment without the variables an initialised MPI
+    leaves behind (a child mpiexec would otherwise join the parent's job)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_MPI)}
+    env.update(MPI_ENV)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def solver_cmd(args, np=None):
+    cmd = [sys.executable, "-m", "solver", *args]
+    if np is not None:
+        cmd = [shutil.which("mpiexec") or "mpiexec", "-n", str(np), *cmd]
+    return cmd
+
+
+def run_solver(args, np=None, cwd=None, timeout=120, env=None):
+    """Run the solver in a subprocess; returns the CompletedProcess."""
+    return subprocess.run(solver_cmd(args, np), cwd=cwd or REPO, env=clean_env(env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def solver():
+    return run_solver

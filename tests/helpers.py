@@ -1,0 +1,36 @@
+"""Building and running heat models in-process, for the numerical tests."""
+from __future__ import annotations
+
+import numpy as np
+
+from solver.backends import get_backend
+from solver.config import load_settings
+from solver.models.heat import HeatModel
+
+
+def heat_settings(*overrides):
+    return load_settings(None, "<test>", list(overrides))
+
+
+def make_heat(comm, *overrides, backend="numpy"):
+    settings = heat_settings(*overrides)
+    model = HeatModel(settings, comm, get_backend(backend))
+    model.set_initial()
+    return model
+
+
+def run_to_end(model):
+    while model.step_count < model.end_step:
+        model.step()
+    return model
+
+
+def gather_field(model, root=0):
+    """The global field on ``root`` of the model's communicator (None elsewhere)."""
+    parts = model.comm.gather((model.decomp.global_slices, model.local_field()), root=root)
+    if model.comm.rank != root:
+        return None
+    field = np.full(model.heat.shape, np.nan)
+    for where, block in parts:
+        field[where] = block
+    return field

@@ -1,0 +1,88 @@
+"""Heat across ranks: the decomposition must not change the answer.
+
+Run under mpiexec with 2 or more ranks; sub-communicators of 1..size ranks
+each solve the same problem and rank 0 compares the fields bit for bit."""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from helpers import gather_field, make_heat, run_to_end
+
+pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
+
+world = MPI.COMM_WORLD
+
+
+def _solve_on_each_rank_count(*overrides):
+    """{k: global field} on world rank 0 for k = 1..world.size ranks."""
+    results = {}
+    for k in range(1, world.size + 1):
+        sub = world.Split(0 if world.rank < k else MPI.UNDEFINED, world.rank)
+        if sub != MPI.COMM_NULL:
+            model = run_to_end(make_heat(sub, *overrides))
+            field = gather_field(model)
+            if sub.rank == 0:
+                results[k] = field
+            model.close()
+            sub.Free()
+        world.Barrier()
+    return results
+
+
+def _agree(ok_on_root, message=""):
+    ok = world.bcast(bool(ok_on_root) if world.rank == 0 else None, root=0)
+    assert ok, message
+
+
+@pytest.mark.parametrize("boundary", ["dirichlet", "neumann", "periodic"])
+@pytest.mark.parametrize("shape", [[37, 23], [19, 13, 11]])
+def test_bitwise_identical_on_any_rank_count(shape, boundary):
+    results = _solve_on_each_rank_count(f"heat.shape={shape}", f"heat.boundary={boundary}",
+                                        "heat.boundary_value=0.25", "heat.initial=random", "time.steps=25")
+    ok, message = True, ""
+    if world.rank == 0:
+        reference = results[1]
+        assert np.isfinite(reference).all()
+        for k, field in results.items():
+            if not np.array_equal(field, reference):
+                ok, message = False, f"{k} ranks differ from 1 rank by {np.abs(field - reference).max()}"
+                break
+    _agree(ok, message)
+
+
+def test_matches_an_independent_dense_reference():
+    """Periodic 2D diffusion against numpy.roll, on all ranks together."""
+    model = make_heat(world, "heat.shape=[17,12]", "heat.boundary=periodic", "heat.initial=random",
+                      "time.steps=10")
+    u = gather_field(model)
+    run_to_end(model)
+    out = gather_field(model)
+    ok = True
+    if world.rank == 0:
+        cx, cy = model.coeffs
+        for _ in range(10):
+            u = u + cx * (np.roll(u, 1, 0) + np.roll(u, -1, 0) - 2 * u) + cy * (np.roll(u, 1, 1) + np.roll(u, -1, 1) - 2 * u)
+        ok = np.allclose(out, u, rtol=0, atol=1e-13)
+    _agree(ok, "parallel periodic field differs from the numpy.roll reference")
+
+
+@pytest.mark.parametrize("boundary", ["neumann", "periodic"])
+def test_total_heat_conserved_in_parallel(boundary):
+    model = make_heat(world, "heat.shape=[29,31,7]", f"heat.boundary={boundary}", "heat.initial=hotspot",
+                      "time.steps=100")
+    before = model.diagnostics()["heat"]
+    run_to_end(model)
+    after = model.diagnostics()["heat"]
+    assert abs(after - before) <= 1e-12 * abs(before)
+
+
+def test_uneven_blocks_cover_the_grid():
+    model = make_heat(world, "heat.shape=[37,23]")
+    counts = np.zeros(model.heat.shape, int)
+    for where in world.allgather(model.decomp.global_slices):
+        counts[where] += 1
+    assert (counts == 1).all()
+    sizes = world.allgather(model.decomp.local_shape)
+    for d in range(2):
+        along = {s[d] for s in sizes}
+        assert max(along) - min(along) <= 1
