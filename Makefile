@@ -15,6 +15,8 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
+# Our abort hook prints the failing rank and traceback; skip mpiexec's banners.
+export OMPI_MCA_orte_execute_quiet := 1
 export PYTHON VENV
 
 .PHONY: setup run test test-serial test-mpi info clean
