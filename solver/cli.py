@@ -6,14 +6,13 @@ any other failure aborts all ranks with status 1.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 
 from . import __version__
 from .config import ConfigError, load_settings
 
-COMMANDS = ("run", "info")
+COMMANDS = ("run", "info", "plot", "bench")
 DEFAULT_NP_HINT = "mpiexec -n 8 python -m solver"
 
 
@@ -32,7 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, value in TOML syntax, e.g. --set heat.shape=[64,64]")
     r.add_argument("--output", metavar="DIR", help="output directory (default: [output] dir, else runs/NAME-TIMESTAMP)")
     r.add_argument("--backend", metavar="NAME", help="compute backend: auto, numpy, cpu, cuda, opencl")
+    r.add_argument("--restart", metavar="PATH|latest",
+                   help="continue from a checkpoint file, a run directory, or the newest checkpoint of --output")
     sub.add_parser("info", help="report MPI, HDF5 and backends")
+    pl = sub.add_parser("plot", help="PNG images of a run: the field and the diagnostics history")
+    pl.add_argument("run_dir", metavar="RUN_DIR")
+    pl.add_argument("--step", type=int, help="checkpoint step to draw (default: the newest)")
+    pl.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/plots)")
+    b = sub.add_parser("bench", help="benchmarks: 'io' (checkpoint overlap and bandwidth)")
+    b.add_argument("what", choices=["io"], nargs="?", default="io")
+    b.add_argument("--shape", default="2048,2048", help="grid for the io benchmark (default 2048,2048)")
+    b.add_argument("--steps", type=int, default=200)
+    b.add_argument("--every", type=int, default=10)
+    b.add_argument("--dir", default="runs/bench-io", help="scratch directory (emptied)")
     return p
 
 
@@ -60,32 +71,19 @@ def _read_config(path, comm):
     return text
 
 
-def load(args, comm):
+def _overrides(args):
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"backend.name={args.backend}")
+    return overrides
+
+
+def load(args, comm):
+    """Settings from the config file named on the command line, or the built-in default."""
     if args.config:
         name = os.path.splitext(os.path.basename(args.config))[0]
-        return load_settings(_read_config(args.config, comm), args.config, overrides, name)
-    return load_settings(None, "<default>", overrides, "default")
-
-
-def resolve_output_dir(settings, args, comm) -> str:
-    """Where this run writes; never a directory that already holds a run."""
-    from .io.checkpoint import list_checkpoints
-    stamp = comm.bcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), root=0)
-    directory = args.output or settings.output.dir or os.path.join("runs", f"{settings.name}-{stamp}")
-    problem = None
-    if comm.rank == 0:
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            problem = f"--output: {directory} exists and is not a directory"
-        elif list_checkpoints(os.path.join(directory, "checkpoints")):
-            problem = (f"--output: {directory} already holds checkpoints of another run; "
-                       f"choose a new output directory (nothing was changed)")
-    problem = comm.bcast(problem, root=0)
-    if problem:
-        raise ConfigError(problem)
-    return directory
+        return load_settings(_read_config(args.config, comm), args.config, _overrides(args), name)
+    return load_settings(None, "<default>", _overrides(args), "default")
 
 
 def prepare_output_dir(directory, comm):
@@ -95,27 +93,48 @@ def prepare_output_dir(directory, comm):
 
 
 def cmd_run(args, comm) -> int:
+    import dataclasses
+
     from .backends import get_backend
     from .driver import run
+    from .io.aio import AsyncHelper
     from .models.heat import HeatModel
     from .parallel.mpi import agree, log
+    from .restart import plan
+    from .triggers import EXIT_STOPPED, Triggers
 
-    settings = agree(comm, load, args, comm)
+    settings, output_dir, restart = agree(comm, plan, args, comm, lambda: load(args, comm), _overrides(args))
     if settings.kind != "heat":
         raise ConfigError(f"problem.kind: {settings.kind!r} is not available in this version; use 'heat'")
     backend = agree(comm, get_backend, settings.backend)
-    output_dir = agree(comm, resolve_output_dir, settings, args, comm)
-    settings = settings.replace(output=_replace(settings.output, dir=output_dir))
-    model = agree(comm, HeatModel, settings, comm, backend)
+    settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
+    model = agree(comm, HeatModel, settings, comm, backend, restart)
     agree(comm, model.set_initial)
+    if restart is not None and model.step_count >= model.end_step:
+        log(f"{restart.path} is at step {model.step_count}, and the run ends at step {model.end_step}: "
+            f"nothing to do (extend it with --set time.steps=N)")
+        return 0
     prepare_output_dir(output_dir, comm)
 
     shape = "x".join(map(str, settings.heat.shape))
     log(f"solver {__version__}: heat {shape} ({settings.heat.boundary}, {settings.heat.initial}) on "
         f"{comm.size} rank{'s' if comm.size > 1 else ''} as {'x'.join(map(str, model.decomp.dims))}, "
         f"backend {backend.name}, dt={model.dt:.6g}, steps {model.step_count}->{model.end_step}")
+    if restart is not None:
+        log(f"restart: from {restart.path} (written by {restart.attrs['nranks']} ranks)")
     log(f"output: {output_dir}")
-    summary = run(model, settings, output_dir, comm)
+
+    triggers = Triggers(settings.time.wall_limit)
+    triggers.install()
+    helper = None
+    if comm.rank == 0:
+        helper = AsyncHelper(output_dir, triggers, settings.output.status_port, settings.output.snapshots)
+    try:
+        summary = run(model, settings, output_dir, comm, triggers, helper)
+    finally:
+        if helper is not None:
+            helper.close()
+    triggers.restore()
     model.close()
 
     t = summary["timers"]
@@ -123,12 +142,19 @@ def cmd_run(args, comm) -> int:
     log(f"done: {summary['steps']} steps in {summary['loop_seconds']:.3g} s, {rate:.4g} cell updates/s; "
         + ", ".join(f"{k} {v:.3g} s" for k, v in t.items()) + " (max over ranks)")
     log(f"wrote {summary['checkpoint']}")
+    if summary["stopped"]:
+        log(f"stopped at step {model.step_count} of {model.end_step} ({summary['stopped']}); "
+            f"continue with: --restart latest --output {output_dir}")
+        return EXIT_STOPPED
     return 0
 
 
-def _replace(obj, **changes):
-    import dataclasses
-    return dataclasses.replace(obj, **changes)
+def cmd_plot(args, comm) -> int:
+    from .plot import plot_run
+    if comm.rank == 0:
+        for path in plot_run(args.run_dir, step=args.step, out_dir=args.out):
+            print(f"wrote {path}")
+    return 0
 
 
 def cmd_info(args, comm) -> int:
@@ -146,14 +172,27 @@ def cmd_info(args, comm) -> int:
 
 
 def main(argv=None) -> int:
-    from .parallel.mpi import error_line, install_abort_hook, world
+    from .io.writer import WriterError
+    from .parallel.mpi import abort, error_line, install_abort_hook, world
     install_abort_hook()
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
         if args.command == "info":
             return cmd_info(args, world)
+        if args.command == "plot":
+            return cmd_plot(args, world)
+        if args.command == "bench":
+            from .bench import cmd_bench
+            return cmd_bench(args, world)
         return cmd_run(args, world)
     except ConfigError as exc:
         error_line(str(exc))
         return 2
+    except WriterError as exc:
+        # every rank raised this at the same step; writer threads may be stuck
+        # in a collective that will never complete, so abort rather than exit
+        sys.stderr.write(f"solver: rank {world.rank}: error: {exc}\n")
+        sys.stderr.flush()
+        world.Barrier()
+        abort(1)

@@ -86,10 +86,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "n": 1000, "initial": "plummer", "softening": 0.01, "seed": 0,
         "precision": "float64", "G": 1.0, "file": "",
     },
-    "time": {"steps": 100, "dt": "auto", "t_end": None, "safety": 0.9},
+    "time": {"steps": 100, "dt": "auto", "t_end": None, "safety": 0.9, "wall_limit": 0.0},
     "output": {
         "dir": "", "checkpoint_every": 0, "keep": 3, "background": True,
-        "log_every": 0,
+        "log_every": 0, "status_port": 0, "snapshots": False,
     },
     "backend": {"name": "auto"},
 }
@@ -135,6 +135,7 @@ class TimeSettings:
     dt: float | str          # a number, or "auto" until the model resolves it
     t_end: float | None
     safety: float
+    wall_limit: float        # seconds of wall time after which to checkpoint and stop; 0: none
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class OutputSettings:
     keep: int
     background: bool
     log_every: int
+    status_port: int         # JSON status on http://127.0.0.1:PORT/ from rank 0; 0: off
+    snapshots: bool          # PNG of every checkpoint, rendered off the step loop
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,8 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
     safety = _float("time.safety", t["safety"], positive=True)
     if safety > 1:
         raise ConfigError(f"time.safety: the fraction of the stability limit must be in (0, 1], got {safety}")
-    time = TimeSettings(steps=_int("time.steps", t["steps"], lo=0), dt=dt, t_end=t_end, safety=safety)
+    time = TimeSettings(steps=_int("time.steps", t["steps"], lo=0), dt=dt, t_end=t_end, safety=safety,
+                        wall_limit=_float("time.wall_limit", t["wall_limit"], nonneg=True))
 
     o = c["output"]
     output = OutputSettings(
@@ -330,7 +334,11 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
         keep=_int("output.keep", o["keep"], lo=0),
         background=_bool("output.background", o["background"]),
         log_every=_int("output.log_every", o["log_every"], lo=0),
+        status_port=_int("output.status_port", o["status_port"], lo=0),
+        snapshots=_bool("output.snapshots", o["snapshots"]),
     )
+    if output.status_port > 65535:
+        raise ConfigError(f"output.status_port: must be a TCP port (1-65535) or 0 for off, got {output.status_port}")
     backend = _choice("backend.name", c["backend"]["name"], BACKENDS)
     return Settings(kind=kind, heat=heat, nbody=nbody, time=time, output=output, backend=backend, name=name)
 

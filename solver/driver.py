@@ -121,16 +121,60 @@ class DiagnosticsLog:
             fh.write(",".join(repr(float(diag.get(c, float("nan")))) for c in self.columns) + "\n")
 
 
-def run(model, settings, output_dir, comm) -> dict:
-    """Advance ``model`` to its end step, writing checkpoints on the way; returns a summary."""
+class _Agreement:
+    """The per-step collective that keeps every rank acting at the same step:
+    rank 0's requests (stop, checkpoint), every rank's writer state, and rank
+    0's choice of the next step to check (about every 0.2 s of stepping)."""
+    TARGET_SECONDS = 0.2
+
+    def __init__(self, comm, triggers, writer, start_step):
+        self.comm, self.triggers, self.writer = comm, triggers, writer
+        self.next_step = start_step + 1
+        self._mark = (start_step, _time.perf_counter())
+
+    def due(self, step) -> bool:
+        return step >= self.next_step or self.writer.pending
+
+    def poll(self, step) -> tuple[int, int]:
+        """(stop, checkpoint): collective, the same on every rank."""
+        flags = np.zeros(5, dtype=np.int64)
+        flags[2:4] = self.writer.local_flags()
+        if self.comm.rank == 0:
+            flags[0:2] = self.triggers.take()
+            s0, t0 = self._mark
+            now = _time.perf_counter()
+            per_step = (now - t0) / max(1, step - s0)
+            flags[4] = max(1, min(10000, int(self.TARGET_SECONDS / per_step) if per_step > 0 else 1))
+            self._mark = (step, now)
+        self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        self.writer.absorb(int(flags[2]), int(flags[3]))
+        self.next_step = step + int(flags[4])
+        return int(flags[0]), int(flags[1])
+
+
+def run(model, settings, output_dir, comm, triggers, helper=None, resumed=False) -> dict:
+    """Advance ``model`` to its end step (or until asked to stop), writing
+    checkpoints on the way; returns a summary.  Collective."""
+    from .io.writer import CheckpointWriter
+    from .io.checkpoint import timings_json
+    from .io.xdmf import write_sidecar
+
     timers = Timers()
     end = model.end_step
     start = model.step_count
     every = settings.output.checkpoint_every
     log_every = settings.output.log_every or max(1, (end - start) // 10)
-    ckpt_dir = os.path.join(output_dir, "checkpoints")
     history = DiagnosticsLog(os.path.join(output_dir, "diagnostics.csv"), comm)
     progress = Progress(start, end, comm)
+
+    def after_write(path):                      # rank 0, once the file is in place
+        write_sidecar(path)
+        if helper is not None:
+            helper.checkpoint_written(path)
+
+    writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
+                              background=settings.output.background, on_complete=after_write)
+    agreement = _Agreement(comm, triggers, writer, start)
 
     def diagnose():
         with timers("diagnostics"):
@@ -141,22 +185,47 @@ def run(model, settings, output_dir, comm) -> dict:
 
     def checkpoint():
         with timers("output"):
-            return write_checkpoint(ckpt_dir, model.step_count, comm, model.checkpoint_attrs(),
-                                    model.checkpoint_datasets(), keep=settings.output.keep)
+            attrs = model.checkpoint_attrs()
+            attrs["timings"] = timings_json({**timers.seconds, "writing": writer.seconds})
+            writer.submit(model.step_count, attrs, model.checkpoint_datasets())
 
-    diag = diagnose()
+    def status(state):
+        if helper is not None:
+            rate, eta = progress._rate(model.step_count)
+            helper.status = {**helper.status, "state": state, "step": model.step_count, "end_step": end,
+                             "time": model.time, "steps_per_second": rate,
+                             "eta_seconds": eta if math.isfinite(eta) else None}
+
+    diag = diagnose() if not resumed else None
+    stop_reason = None
     t0 = _time.perf_counter()
-    while model.step_count < end:
-        model.step(timers)
-        step = model.step_count
-        progress.tick(step, model.time)
-        if step % log_every == 0 and step != end:
+    try:
+        while model.step_count < end:
+            model.step(timers)
+            step = model.step_count
+            progress.tick(step, model.time)
+            if step % log_every == 0 and step != end:
+                diag = diagnose()
+            want = bool(every) and step % every == 0 and step != end
+            if agreement.due(step):
+                stop, now = agreement.poll(step)
+                status("running")
+                if stop and step != end:
+                    stop_reason = triggers.stop_reason or "a stop request on rank 0"
+                    break
+                want = want or (bool(now) and step != end)
+            if want:
+                checkpoint()
+        loop_seconds = _time.perf_counter() - t0
+        if diag is None or diag["step"] != model.step_count:
             diag = diagnose()
-        if every and step % every == 0 and step != end:
-            checkpoint()
-    loop_seconds = _time.perf_counter() - t0
-    if diag["step"] != model.step_count:
-        diag = diagnose()
-    path = checkpoint()
-    return {"final": diag, "steps": end - start, "loop_seconds": loop_seconds,
-            "timers": timers.max_over(comm), "checkpoint": path}
+        checkpoint()
+        with timers("output"):
+            writer.close()
+    except BaseException:
+        triggers.restore()
+        raise
+    status("stopped" if stop_reason else "finished")
+    return {"final": diag, "steps": model.step_count - start, "loop_seconds": loop_seconds,
+            "timers": timers.max_over(comm), "checkpoint": writer.last_path, "stopped": stop_reason,
+            "write_seconds": writer.seconds}

@@ -1,15 +1,23 @@
 """Checkpoints in parallel HDF5: one file per output step, the global arrays
-in a layout that does not depend on the rank count (see docs/design.md).
+in a layout that does not depend on the rank count (see the README).
 
 Every rank writes its own block of each global dataset in one collective
-call; files are written under a temporary name and renamed into place only
-when complete, so a file named ``step_*.h5`` is always a whole one.
+call, through the low-level API so that a rank with an empty block still
+takes part (h5py's high-level slicing hangs there).  Without MPI-IO (h5py
+built without MPI, or ``SOLVER_IO_GATHER=1`` for file systems where MPI-IO
+misbehaves) rank 0 gathers the blocks one rank at a time and writes the same
+layout.  Files are written as ``.step_N.h5.part``, flushed, fsynced and only
+then renamed: a file named ``step_*.h5`` is always a whole one.
 """
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
+import time
+import warnings
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
@@ -19,6 +27,7 @@ from ..config import ConfigError
 
 FORMAT = "solver-checkpoint"
 FORMAT_VERSION = 1
+REQUIRED_ATTRS = ("format", "format_version", "problem", "step", "time", "dt", "config", "nranks")
 _NAME = re.compile(r"^step_(\d{9})\.h5$")
 
 
@@ -35,69 +44,239 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def _open(path, mode, comm):
-    if comm.size > 1 or h5py.get_config().mpi:
-        return h5py.File(path, mode, driver="mpio", comm=comm)
-    return h5py.File(path, mode)
+def parallel_io(comm) -> bool:
+    """Whether checkpoints go through MPI-IO (else: gathered through rank 0)."""
+    if os.environ.get("SOLVER_IO_GATHER", "") not in ("", "0"):
+        return False
+    return bool(h5py.get_config().mpi)
 
 
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync_path(path, directory=False):
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0) -> str:
-    """Write one checkpoint collectively and return its path.
+# ----------------------------------------------------------------------------
+# block-wise collective access through the low-level API
+def _selections(dset, where, shape):
+    """(memory space, file space) selecting ``where`` (an empty block selects nothing)."""
+    fspace = dset.id.get_space()
+    if 0 in shape:
+        fspace.select_none()
+        mspace = h5py.h5s.create_simple((1,))
+        mspace.select_none()
+    else:
+        start = tuple(s.start for s in where) + (0,) * (len(dset.shape) - len(where))
+        count = tuple(shape)
+        fspace.select_hyperslab(start, count)
+        mspace = h5py.h5s.create_simple(count)
+    return mspace, fspace
 
-    ``datasets``: (name, global_shape, local_array, global_slices, attrs) per
-    dataset; every rank passes the same names and shapes in the same order."""
+
+def _xfer(collective):
+    plist = h5py.h5p.create(h5py.h5p.DATASET_XFER)
+    if collective:
+        plist.set_dxpl_mpio(h5py.h5fd.MPIO_COLLECTIVE)
+    return plist
+
+
+def write_block(dset, where, local, collective=True):
+    """Write this rank's block ``local`` at ``where`` (every rank must call)."""
+    local = np.ascontiguousarray(local, dtype=dset.dtype)
+    mspace, fspace = _selections(dset, where, local.shape)
+    data = local if local.size else np.zeros(1, dset.dtype)
+    dset.id.write(mspace, fspace, data, dxpl=_xfer(collective))
+
+
+def read_block(dset, where, collective=True) -> np.ndarray:
+    """Read block ``where`` of ``dset`` (every rank must call)."""
+    shape = tuple(s.stop - s.start for s in where) + tuple(dset.shape[len(where):])
+    out = np.empty(shape, dset.dtype)
+    mspace, fspace = _selections(dset, where, shape)
+    dset.id.read(mspace, fspace, out if out.size else np.zeros(1, dset.dtype), dxpl=_xfer(collective))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# writing
+@dataclass
+class Dataset:
+    """One global dataset: its name, global shape, this rank's block and where it goes."""
+    name: str
+    shape: tuple
+    local: np.ndarray
+    where: tuple
+    attrs: dict = field(default_factory=dict)
+
+
+def _set_root_attrs(f, step, nranks, created, attrs):
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["solver_version"] = __version__
+    f.attrs["nranks"] = nranks
+    f.attrs["created"] = created
+    f.attrs["step"] = step
+    for key, value in attrs.items():
+        f.attrs[key] = value
+
+
+def _create(f, ds):
+    dset = f.create_dataset(ds.name, shape=ds.shape, dtype=ds.local.dtype)
+    for key, value in ds.attrs.items():
+        dset.attrs[key] = value
+    return dset
+
+
+def _write_parallel(path, comm, step, created, attrs, datasets):
+    with h5py.File(path, "w", driver="mpio", comm=comm) as f:
+        _set_root_attrs(f, step, comm.size, created, attrs)
+        for ds in datasets:
+            write_block(_create(f, ds), ds.where, ds.local)
+        f.flush()
+
+
+def _write_gathered(path, comm, step, created, attrs, datasets):
+    """Rank 0 writes everything, receiving one rank's blocks at a time."""
+    if comm.rank != 0:
+        for ds in datasets:
+            comm.send((ds.where, ds.local), dest=0, tag=77)
+        return
+    with h5py.File(path, "w") as f:
+        _set_root_attrs(f, step, comm.size, created, attrs)
+        for ds in datasets:
+            dset = _create(f, ds)
+            write_block(dset, ds.where, ds.local, collective=False)
+            for source in range(1, comm.size):
+                where, local = comm.recv(source=source, tag=77)
+                write_block(dset, where, local, collective=False)
+
+
+_slow_write_warned = False
+
+
+def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0,
+                     on_complete=None) -> str:
+    """Write one checkpoint collectively and return its final path.
+
+    Every rank passes the same dataset names and shapes in the same order.
+    ``on_complete(path)`` runs on rank 0 after the rename (sidecars, indexes)."""
     final = os.path.join(directory, checkpoint_name(step))
     partial = os.path.join(directory, "." + checkpoint_name(step) + ".part")
     created = comm.bcast(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), root=0)
-    with _open(partial, "w", comm) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["solver_version"] = __version__
-        f.attrs["nranks"] = comm.size
-        f.attrs["created"] = created
-        f.attrs["step"] = step
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        for name, shape, local, where, dattrs in datasets:
-            dset = f.create_dataset(name, shape=shape, dtype=local.dtype)
-            for key, value in dattrs.items():
-                dset.attrs[key] = value
-            with dset.collective:
-                dset[where] = local
-    comm.Barrier()                       # every rank has closed (and flushed) the file
+    if parallel_io(comm):
+        _write_parallel(partial, comm, step, created, attrs, datasets)
+    else:
+        global _slow_write_warned
+        if comm.size > 1 and comm.rank == 0 and not _slow_write_warned and not h5py.get_config().mpi:
+            warnings.warn("h5py has no MPI support: checkpoints are gathered through rank 0 (slower)")
+            _slow_write_warned = True
+        _write_gathered(partial, comm, step, created, attrs, datasets)
+    _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
+    if _test_delay:
+        time.sleep(_test_delay)          # tests: widen the window in which a job is killed mid-write
+    comm.Barrier()                       # every rank has closed the file
     if comm.rank == 0:
-        with open(partial, "rb+") as fh:
-            os.fsync(fh.fileno())
+        _fsync_path(partial)
         os.replace(partial, final)
-        _fsync_dir(directory)
+        _fsync_path(directory)
         if keep > 0:
             for _, old in list_checkpoints(directory)[:-keep]:
-                os.remove(old)
+                for stale in (old, old[:-3] + ".xdmf"):
+                    if os.path.exists(stale):
+                        os.remove(stale)
+        if on_complete is not None:
+            on_complete(final)
     comm.Barrier()
     return final
+
+
+# ----------------------------------------------------------------------------
+# reading (restart, initial fields from files)
+@dataclass
+class CheckpointInfo:
+    path: str
+    attrs: dict
+    shapes: dict          # dataset name -> shape
+    dtypes: dict
+
+
+def _inspect_serial(path) -> CheckpointInfo:
+    if not os.path.exists(path):
+        raise ConfigError(f"--restart: {path} does not exist")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--restart: {path} is not a file")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: f.attrs[k] for k in f.attrs}
+            if attrs.get("format") != FORMAT:
+                raise ConfigError(f"--restart: {path} is not a solver checkpoint (no format = '{FORMAT}' attribute)")
+            missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+            if missing:
+                raise ConfigError(f"--restart: {path} lacks the attributes {', '.join(missing)} (damaged checkpoint)")
+            if int(attrs["format_version"]) > FORMAT_VERSION:
+                raise ConfigError(f"--restart: {path} has format_version {attrs['format_version']}, "
+                                  f"newer than this solver reads ({FORMAT_VERSION}); upgrade solver")
+            shapes, dtypes = {}, {}
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    shapes[name], dtypes[name] = tuple(obj.shape), obj.dtype.str
+            f.visititems(visit)
+    except OSError as exc:
+        raise ConfigError(f"--restart: {path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from None
+    clean = {k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v)
+             for k, v in attrs.items()}
+    return CheckpointInfo(path, clean, shapes, dtypes)
+
+
+def inspect_checkpoint(path, comm) -> CheckpointInfo:
+    """Rank 0 opens and checks the file; every rank gets the verdict."""
+    info, problem = None, None
+    if comm.rank == 0:
+        try:
+            info = _inspect_serial(path)
+        except ConfigError as exc:
+            problem = str(exc)
+    info, problem = comm.bcast((info, problem), root=0)
+    if problem:
+        raise ConfigError(problem)
+    return info
+
+
+def read_blocks(path, comm, requests) -> list[np.ndarray]:
+    """This rank's blocks: ``requests`` is [(dataset name, where)], the same
+    names on every rank.  Check the file with inspect_checkpoint first."""
+    if parallel_io(comm):
+        with h5py.File(path, "r", driver="mpio", comm=comm) as f:
+            return [read_block(f[name], where) for name, where in requests]
+    wheres = comm.gather([where for _, where in requests], root=0)
+    if comm.rank == 0:
+        with h5py.File(path, "r") as f:
+            for source in range(comm.size - 1, -1, -1):
+                blocks = [read_block(f[name], where, collective=False)
+                          for (name, _), where in zip(requests, wheres[source])]
+                if source:
+                    comm.send(blocks, dest=source, tag=78)
+            return blocks
+    return comm.recv(source=0, tag=78)
 
 
 def read_heat_field(path, comm, shape, where) -> np.ndarray:
     """This rank's block ``where`` of ``/heat/u`` from a checkpoint file;
     ConfigError when the file is missing, not ours, or of another shape."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"heat.file: {path} does not exist")
     try:
-        with _open(path, "r", comm) as f:
-            if "heat/u" not in f:
-                raise ConfigError(f"heat.file: {path} has no /heat/u dataset (not a heat checkpoint)")
-            dset = f["heat/u"]
-            if tuple(dset.shape) != tuple(shape):
-                raise ConfigError(f"heat.file: /heat/u in {path} has shape {list(dset.shape)}, but heat.shape is {list(shape)}")
-            with dset.collective:
-                return np.asarray(dset[where], dtype=np.float64)
-    except OSError as exc:
-        raise ConfigError(f"heat.file: cannot read {path} as HDF5 ({exc})") from None
+        info = inspect_checkpoint(path, comm)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("--restart:", "heat.file:")) from None
+    if info.shapes.get("heat/u") != tuple(shape):
+        found = info.shapes.get("heat/u")
+        raise ConfigError(f"heat.file: {path} holds /heat/u of shape {list(found) if found else 'none'}, "
+                          f"but heat.shape is {list(shape)}")
+    return read_blocks(path, comm, [("heat/u", where)])[0].astype(np.float64)
+
+
+def timings_json(seconds: dict) -> str:
+    return json.dumps({k: round(v, 6) for k, v in seconds.items()}, sort_keys=True)

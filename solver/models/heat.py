@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..config import ConfigError
+from ..io.checkpoint import Dataset
 from ..parallel.cart import decompose
 from ..parallel.halo import HaloExchange
 from . import initial as ic
@@ -18,12 +19,13 @@ def stability_limit(heat) -> float:
     return 1.0 / (2.0 * heat.diffusivity * sum(1.0 / h ** 2 for h in heat.spacing))
 
 
-def resolve_time(settings):
-    """(dt, end step) for heat; ConfigError for an unstable dt."""
+def resolve_time(settings, restart=None):
+    """(dt, end step) for heat; ConfigError for an unstable dt.  A restart
+    keeps the checkpoint's dt unless the config sets one explicitly."""
     heat, t = settings.heat, settings.time
     limit = stability_limit(heat)
     if t.dt == "auto":
-        dt = t.safety * limit
+        dt = float(restart.attrs["dt"]) if restart else t.safety * limit
     else:
         dt = t.dt
         if dt > limit * (1 + 1e-12):
@@ -32,8 +34,12 @@ def resolve_time(settings):
                 f"scheme for this grid and diffusivity; use time.dt <= {limit:.6g} or time.dt = 'auto'")
     steps = t.steps
     if t.t_end is not None:
-        steps = max(1, math.ceil(t.t_end / dt - 1e-9))
-        dt = t.t_end / steps
+        if restart is None:
+            steps = max(1, math.ceil(t.t_end / dt - 1e-9))
+            dt = t.t_end / steps
+        else:
+            left = t.t_end - float(restart.attrs["time"])
+            steps = int(restart.attrs["step"]) + max(0, math.ceil(left / dt - 1e-9))
     return dt, steps
 
 
@@ -61,9 +67,10 @@ class HeatModel:
     """One rank's block of the temperature field, padded with one ghost layer."""
     kind = "heat"
 
-    def __init__(self, settings, comm, backend, dt=None):
+    def __init__(self, settings, comm, backend, restart=None):
         self.settings, self.heat, self.backend = settings, settings.heat, backend
-        self.dt, self.end_step = resolve_time(settings) if dt is None else (dt, settings.time.steps)
+        self.restart = restart
+        self.dt, self.end_step = resolve_time(settings, restart)
         self.decomp = decompose(comm, self.heat.shape, self.heat.boundary == "periodic")
         self.comm = self.decomp.comm
         n = self.decomp.local_shape
@@ -76,11 +83,20 @@ class HeatModel:
         self._border = border_boxes(n)
         self._inner = tuple(slice(1, k + 1) for k in n)
         self.step_count, self.time = 0, 0.0
+        self._basis = (0, 0.0)   # (step, time) from which time = t0 + (step - s0) dt counts
         self._mode = None        # the sine start's shape, kept for the error diagnostic
 
     # --- state -------------------------------------------------------------
     def set_initial(self):
-        if self.heat.initial == "file":
+        """The starting state: the restart checkpoint's, or the initial condition."""
+        if self.restart is not None:
+            from ..io.checkpoint import read_blocks
+            local = read_blocks(self.restart.path, self.comm, [("heat/u", self.decomp.global_slices)])[0]
+            step, t = int(self.restart.attrs["step"]), float(self.restart.attrs["time"])
+            self.step_count, self.time = step, t
+            if self.dt != float(self.restart.attrs["dt"]):
+                self._basis = (step, t)
+        elif self.heat.initial == "file":
             from ..io.checkpoint import read_heat_field
             local = read_heat_field(self.heat.file, self.comm, self.heat.shape, self.decomp.global_slices)
         else:
@@ -128,7 +144,8 @@ class HeatModel:
                 self.backend.heat_update(u, out, self.coeffs, lo, hi)
         self._u, self._next = out, u
         self.step_count += 1
-        self.time = self.step_count * self.dt
+        s0, t0 = self._basis
+        self.time = t0 + (self.step_count - s0) * self.dt
 
     # --- output --------------------------------------------------------------
     def checkpoint_attrs(self) -> dict:
@@ -137,7 +154,7 @@ class HeatModel:
     def checkpoint_datasets(self) -> list:
         h = self.heat.spacing
         attrs = {"origin": np.array([0.5 * x for x in h]), "spacing": np.array(h), "centering": "cell"}
-        return [("heat/u", self.heat.shape, self.local_field(), self.decomp.global_slices, attrs)]
+        return [Dataset("heat/u", self.heat.shape, self.local_field(), self.decomp.global_slices, attrs)]
 
     # --- diagnostics (collective) -------------------------------------------
     def diagnostics(self) -> dict:

@@ -1,0 +1,97 @@
+"""Benchmarks.  ``bench io``: what checkpointing costs the step loop, written
+synchronously and from the background writer, and the checkpoint write
+bandwidth against a plain sequential write of the same bytes."""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+
+import numpy as np
+
+from .backends import get_backend
+from .config import load_settings
+from .parallel.mpi import log
+
+
+def _timed_run(comm, directory, overrides):
+    from .driver import run
+    from .models.heat import HeatModel
+    from .triggers import Triggers
+    settings = load_settings(None, "<bench>", overrides)
+    if comm.rank == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(os.path.join(directory, "checkpoints"))
+    comm.Barrier()
+    model = HeatModel(settings, comm, get_backend(settings.backend))
+    model.set_initial()
+    comm.Barrier()
+    t0 = time.perf_counter()
+    summary = run(model, settings, directory, comm, Triggers(), None)
+    comm.Barrier()
+    seconds = time.perf_counter() - t0
+    model.close()
+    return seconds, summary, model
+
+
+def bench_io(comm, shape, steps, every, scratch, repeats=3):
+    base = [f"heat.shape={list(shape)}", f"time.steps={steps}", "output.log_every=1000000", "output.keep=2"]
+    cases = {
+        "final state only": base + ["output.checkpoint_every=0"],
+        "synchronous": base + [f"output.checkpoint_every={every}", "output.background=false"],
+        "background": base + [f"output.checkpoint_every={every}", "output.background=true"],
+    }
+    log(f"bench io: heat {'x'.join(map(str, shape))}, {steps} steps, checkpoint every {every} steps "
+        f"(fsync on each), {comm.size} ranks, median of {repeats}")
+    times = {name: [] for name in cases}
+    for _ in range(repeats):                      # interleaved, so drifts hit every case alike
+        for name, overrides in cases.items():
+            seconds, _, model = _timed_run(comm, os.path.join(scratch, "run"), overrides)
+            times[name].append(seconds)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    base_t = med["final state only"]
+    log(f"{'case':<18} {'wall s':>8} {'added s':>8}   runs")
+    for name in cases:
+        log(f"{name:<18} {med[name]:8.3f} {med[name] - base_t:8.3f}   " + " ".join(f"{t:.3f}" for t in times[name]))
+    sync_add, bg_add = med["synchronous"] - base_t, med["background"] - base_t
+    if sync_add > 0:
+        log(f"background adds {bg_add / sync_add:.0%} of what synchronous writing adds (goal: at most 25%)")
+
+    # bandwidth: one checkpoint of the final state against a plain write of the same bytes
+    from .io.checkpoint import write_checkpoint
+    model.set_initial()
+    nbytes = model.cells * 8
+    ckpt, plain = [], []
+    directory = os.path.join(scratch, "bandwidth")
+    if comm.rank == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory)
+    comm.Barrier()
+    for k in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        write_checkpoint(directory, k, comm, model.checkpoint_attrs(), model.checkpoint_datasets())
+        ckpt.append(time.perf_counter() - t0)
+        if comm.rank == 0:
+            data = np.random.default_rng(k).random(model.cells)
+            path = os.path.join(directory, f"plain_{k}.bin")
+            t0 = time.perf_counter()
+            with open(path, "wb") as fh:
+                data.tofile(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            plain.append(time.perf_counter() - t0)
+        comm.Barrier()
+    if comm.rank == 0:
+        c, p = statistics.median(ckpt), statistics.median(plain)
+        log(f"write bandwidth, {nbytes / 1e6:.1f} MB with fsync: checkpoint {nbytes / c / 1e6:.0f} MB/s "
+            f"({c:.3f} s), plain tofile {nbytes / p / 1e6:.0f} MB/s ({p:.3f} s): checkpoint at {p / c:.0%} of plain")
+        shutil.rmtree(scratch, ignore_errors=True)
+    return med
+
+
+def cmd_bench(args, comm) -> int:
+    shape = tuple(int(n) for n in str(args.shape).split(","))
+    bench_io(comm, shape, args.steps, args.every, args.dir)
+    return 0

@@ -1,0 +1,116 @@
+"""Rank 0's asyncio helpers: I/O that is naturally asynchronous and must not
+block steps, on an event loop in a helper thread.
+
+- after each checkpoint: rewrite the run's XDMF time series, render a PNG
+  snapshot (``output.snapshots``), both off the event loop in worker threads;
+- watch the output directory for request files ``STOP`` and ``CHECKPOINT``;
+- an optional JSON status endpoint on http://127.0.0.1:PORT/ (``output.status_port``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+
+from .xdmf import write_time_series
+
+REQUEST_FILES = {"STOP": "stop", "CHECKPOINT": "checkpoint"}
+
+
+class AsyncHelper:
+    def __init__(self, output_dir, triggers, status_port=0, snapshots=False, poll_seconds=0.5):
+        self.output_dir, self.triggers = output_dir, triggers
+        self.snapshots, self.poll_seconds = snapshots, poll_seconds
+        self.status = {"state": "starting"}
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="solver-aio", daemon=True)
+        self._thread.start()
+        self._futures = []
+        self._series_lock = None
+        self._server = None
+        self._watch = self._call(self._watch_requests())
+        if status_port:
+            self._call(self._start_server(status_port)).result(timeout=10)
+
+    def _call(self, coro):
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._futures.append(future)
+        return future
+
+    # --- after a checkpoint -------------------------------------------------------
+    def checkpoint_written(self, path):
+        """Thread-safe: called from the writer thread once ``path`` is in place."""
+        self.status = {**self.status, "last_checkpoint": path}
+        self._call(self._after_checkpoint(path))
+
+    async def _after_checkpoint(self, path):
+        if self._series_lock is None:
+            self._series_lock = asyncio.Lock()
+        async with self._series_lock:
+            await asyncio.to_thread(write_time_series, self.output_dir)
+        if self.snapshots:
+            from ..plot import render_checkpoint
+            try:
+                await asyncio.to_thread(render_checkpoint, path, os.path.join(self.output_dir, "snapshots"))
+            except ImportError as exc:
+                sys.stderr.write(f"solver: warning: snapshots need matplotlib ({exc}); pip install .[plot]\n")
+                self.snapshots = False
+
+    # --- request files --------------------------------------------------------------
+    async def _watch_requests(self):
+        while True:
+            for name, what in REQUEST_FILES.items():
+                path = os.path.join(self.output_dir, name)
+                if os.path.exists(path):
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+                    if what == "stop":
+                        self.triggers.request_stop(f"request file {name}")
+                    else:
+                        self.triggers.request_checkpoint(f"request file {name}")
+            await asyncio.sleep(self.poll_seconds)
+
+    # --- status endpoint ------------------------------------------------------------
+    async def _start_server(self, port):
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+
+    async def _serve(self, reader, writer):
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        body = json.dumps(self.status).encode()
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    # --- shutdown ---------------------------------------------------------------------
+    def close(self, timeout=60):
+        """Finish pending work (time series, snapshots), then stop the loop."""
+        for future in list(self._futures):
+            if future is self._watch:
+                continue
+            try:
+                future.result(timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - report, do not lose the run over a PNG
+                sys.stderr.write(f"solver: warning: background output task failed: {exc}\n")
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    async def _shutdown(self):
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

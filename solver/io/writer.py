@@ -1,0 +1,102 @@
+"""Checkpoint writing off the step loop.
+
+At a checkpoint step the model's state is copied (``checkpoint_datasets``
+returns fresh arrays) and a thread writes it with its own duplicated
+communicator while the main thread keeps stepping.  At most one write is in
+flight.  Whether a write has finished, or failed, is decided collectively
+(``poll_flags`` goes into the driver's per-step agreement), so every rank
+learns of a failure on any rank at the same step boundary and none waits on
+a collective that a failed writer will never enter.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from ..parallel.mpi import MPI
+from .checkpoint import write_checkpoint
+
+
+class WriterError(RuntimeError):
+    """A checkpoint write failed on some rank; raised on every rank."""
+
+
+class CheckpointWriter:
+    def __init__(self, comm, directory, keep=0, background=True, on_complete=None):
+        self.comm = comm                                   # the main thread's communicator
+        self.background = background
+        self.io_comm = comm.Dup() if background else comm  # the writer thread's own
+        self.directory, self.keep, self.on_complete = directory, keep, on_complete
+        self.pending = False        # started, and not yet known to be finished on every rank
+        self.last_path = None
+        self.seconds = 0.0          # time spent writing, in the thread or inline
+        self._thread = None
+        self._error = None
+
+    # --- the write itself -------------------------------------------------------
+    def _write(self, step, attrs, datasets):
+        t0 = time.perf_counter()
+        try:
+            _injected_failure(step, self.comm.rank)
+            self.last_path = write_checkpoint(self.directory, step, self.io_comm, attrs, datasets,
+                                              keep=self.keep, on_complete=self.on_complete)
+        except Exception as exc:
+            if not self.background:
+                raise
+            self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def submit(self, step, attrs, datasets):
+        """Start writing a checkpoint (collective: every rank at the same step)."""
+        self.settle()
+        if not self.background:
+            self._write(step, attrs, datasets)
+            return
+        self._thread = threading.Thread(target=self._write, args=(step, attrs, datasets),
+                                        name="checkpoint-writer", daemon=True)
+        self.pending = True
+        self._thread.start()
+
+    # --- collective bookkeeping ---------------------------------------------------
+    def local_flags(self) -> tuple[int, int]:
+        """(failed, busy) on this rank, for the driver's agreement."""
+        busy = self._thread is not None and self._thread.is_alive()
+        return int(self._error is not None), int(busy)
+
+    def absorb(self, failed_anywhere: int, busy_anywhere: int):
+        """Act on the agreed flags (collective: every rank calls with the same values)."""
+        if failed_anywhere:
+            messages = self.comm.allgather(self._error)
+            first = next((r, m) for r, m in enumerate(messages) if m is not None)
+            raise WriterError(f"background checkpoint writer failed on rank {first[0]}: {first[1]}")
+        if self.pending and not busy_anywhere:
+            self._thread.join()
+            self.pending = False
+
+    def settle(self):
+        """Wait until no rank has a write in flight; raise on every rank if one failed."""
+        while self.pending:
+            flags = np.array(self.local_flags(), dtype=np.int64)
+            self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+            self.absorb(*flags)
+            if self.pending:
+                time.sleep(0.001)
+
+    def close(self):
+        self.settle()
+        if self.background:
+            self.io_comm.Free()
+
+
+def _injected_failure(step, rank):
+    """Tests: SOLVER_TEST_FAIL_WRITE=STEP[:RANK] makes that write fail."""
+    spec = os.environ.get("SOLVER_TEST_FAIL_WRITE", "")
+    if not spec:
+        return
+    at, _, on_rank = spec.partition(":")
+    if int(at) == step and (not on_rank or int(on_rank) == rank):
+        raise OSError(f"injected failure writing the checkpoint of step {step}")
