@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .io.checkpoint import write_checkpoint
-from .parallel.mpi import MPI, log
+from .parallel.mpi import MPI, emit
 
 
 class Timers:
@@ -61,8 +61,7 @@ class Progress:
             return
         self._last_draw = now
         rate, eta = self._rate(step)
-        self.stream.write(f"\r  step {step}/{self.end}  t={sim_time:.6g}  {rate:.1f} steps/s  ETA {_eta(eta)}   ")
-        self.stream.flush()
+        emit(self.stream, f"\r  step {step}/{self.end}  t={sim_time:.6g}  {rate:.1f} steps/s  ETA {_eta(eta)}   ")
 
     def line(self, diag):
         if not self.root:
@@ -72,10 +71,7 @@ class Progress:
             f"{k}={v:.6g}" for k, v in diag.items() if k not in ("step", "time")])
         if diag["step"] > self.start:
             text += f"  {rate:.1f} steps/s  ETA {_eta(eta)}"
-        if self.live:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        emit(self.stream, ("\r\033[K" if self.live else "") + text + "\n")
 
 
 def is_terminal(stream) -> bool:

@@ -5,7 +5,10 @@ rank 0's view counts: the driver folds it into a collective at a step
 boundary, so all ranks act at the same step.
 
     SIGUSR1         checkpoint at the next step boundary and go on
-    SIGTERM/SIGINT  checkpoint and stop (exit status 3); a second SIGINT aborts
+    SIGUSR2, SIGTERM, SIGINT
+                    checkpoint and stop (exit status 3); a second SIGINT aborts.
+                    Open MPI's mpiexec forwards SIGUSR1/2 untouched, but on SIGTERM it
+                    runs its own kill sequence and exits 1 whatever the ranks return.
     time.wall_limit checkpoint and stop once this much wall time has passed
     OUTPUT/CHECKPOINT, OUTPUT/STOP   files, same as SIGUSR1 / SIGTERM (see io.aio)
 """
@@ -30,8 +33,8 @@ class Triggers:
     def install(self):
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig, handler in ((signal.SIGUSR1, self._on_usr1), (signal.SIGTERM, self._on_stop),
-                             (signal.SIGINT, self._on_stop)):
+        for sig, handler in ((signal.SIGUSR1, self._on_usr1), (signal.SIGUSR2, self._on_stop),
+                             (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop)):
             self._previous[sig] = signal.signal(sig, handler)
 
     def restore(self):
@@ -45,6 +48,8 @@ class Triggers:
     def _on_stop(self, signum, frame):
         if signum == signal.SIGINT and self.stop_reason is not None:
             raise KeyboardInterrupt          # a second Ctrl-C: give up at once
+        from .parallel.mpi import unblock_output
+        unblock_output()                     # a launcher shutting down may no longer read our output
         self.request_stop(signal.Signals(signum).name)
 
     def request_checkpoint(self, reason: str):

@@ -23,7 +23,7 @@ def test_run_writes_checkpoint_layout(tmp_path):
     assert r.returncode == 0, r.stderr
     assert str(out) in r.stdout
     names = sorted(os.listdir(out / "checkpoints"))
-    assert names == ["step_000000030.h5", "step_000000040.h5"]
+    assert names == ["step_000000030.h5", "step_000000030.xdmf", "step_000000040.h5", "step_000000040.xdmf"]
     with h5py.File(out / "checkpoints" / "step_000000040.h5", "r") as f:
         for key in ("format", "format_version", "problem", "step", "time", "dt", "config",
                     "solver_version", "nranks", "created"):
@@ -56,7 +56,8 @@ def test_default_problem_runs_without_arguments(tmp_path):
     assert r.returncode == 0, r.stderr
     runs = os.listdir(tmp_path / "runs")
     assert len(runs) == 1 and runs[0].startswith("default-")
-    assert os.listdir(tmp_path / "runs" / runs[0] / "checkpoints") == ["step_000000020.h5"]
+    assert sorted(os.listdir(tmp_path / "runs" / runs[0] / "checkpoints")) == ["step_000000020.h5",
+                                                                                 "step_000000020.xdmf"]
 
 
 BAD_INPUT = [

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import ConfigError
+from ..parallel.mpi import MPI
 
 FORMAT = "solver-checkpoint"
 FORMAT_VERSION = 1
@@ -51,7 +52,30 @@ def parallel_io(comm) -> bool:
     return bool(h5py.get_config().mpi)
 
 
-def _fsync_path(path, directory=False):
+def quiet_barrier(comm, poll_seconds=0.0005):
+    """A barrier that sleeps while it waits.  MPI's blocking wait spins,
+    and a writer thread spinning while rank 0 fsyncs would take the core
+    from the compute it is meant to overlap with."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_seconds)
+
+
+def quiet_all_ok(comm, ok: bool, poll_seconds=0.0005) -> bool:
+    """Whether ``ok`` holds on every rank, waiting without spinning (see quiet_barrier)."""
+    mine = np.array([1 if ok else 0], dtype=np.int32)
+    every = np.empty_like(mine)
+    request = comm.Iallreduce(mine, every, op=MPI.MIN)
+    while not request.Test():
+        time.sleep(poll_seconds)
+    return bool(every[0])
+
+
+class CheckpointAbandoned(OSError):
+    """The write was given up on this rank because it failed on another."""
+
+
+def _fsync_path(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -134,7 +158,10 @@ def _write_parallel(path, comm, step, created, attrs, datasets):
     with h5py.File(path, "w", driver="mpio", comm=comm) as f:
         _set_root_attrs(f, step, comm.size, created, attrs)
         for ds in datasets:
-            write_block(_create(f, ds), ds.where, ds.local)
+            dset = _create(f, ds)
+            quiet_barrier(comm)          # arrive together at each collective write (see write_checkpoint)
+            write_block(dset, ds.where, ds.local)
+        quiet_barrier(comm)
         f.flush()
 
 
@@ -157,15 +184,37 @@ def _write_gathered(path, comm, step, created, attrs, datasets):
 _slow_write_warned = False
 
 
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0,
-                     on_complete=None) -> str:
+                     on_complete=None, created=None) -> str:
     """Write one checkpoint collectively and return its final path.
 
     Every rank passes the same dataset names and shapes in the same order.
     ``on_complete(path)`` runs on rank 0 after the rename (sidecars, indexes)."""
     final = os.path.join(directory, checkpoint_name(step))
     partial = os.path.join(directory, "." + checkpoint_name(step) + ".part")
-    created = comm.bcast(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), root=0)
+    if created is None:
+        created = comm.bcast(now_utc(), root=0)
+    # Agree before the first collective HDF5 call: h5py holds the GIL while
+    # HDF5 waits in a collective, so a rank that never arrives (or arrives
+    # late) would freeze every other rank's step loop along with its writer.
+    problem = None
+    try:
+        _injected_failure(step, comm.rank)
+        for ds in datasets:
+            expected = tuple(s.stop - s.start for s in ds.where) + tuple(ds.shape[len(ds.where):])
+            if tuple(ds.local.shape) != expected:
+                raise ValueError(f"{ds.name}: block of shape {ds.local.shape} for a selection of {expected}")
+    except Exception as exc:
+        problem = exc
+    if not quiet_all_ok(comm, problem is None):
+        if problem is not None:
+            raise problem
+        raise CheckpointAbandoned(f"checkpoint of step {step} abandoned: it failed on another rank")
+    quiet_barrier(comm)
     if parallel_io(comm):
         _write_parallel(partial, comm, step, created, attrs, datasets)
     else:
@@ -177,7 +226,7 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
     if _test_delay:
         time.sleep(_test_delay)          # tests: widen the window in which a job is killed mid-write
-    comm.Barrier()                       # every rank has closed the file
+    quiet_barrier(comm)                  # every rank has closed the file
     if comm.rank == 0:
         _fsync_path(partial)
         os.replace(partial, final)
@@ -189,7 +238,7 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
                         os.remove(stale)
         if on_complete is not None:
             on_complete(final)
-    comm.Barrier()
+    quiet_barrier(comm)
     return final
 
 
@@ -262,6 +311,16 @@ def read_blocks(path, comm, requests) -> list[np.ndarray]:
                     comm.send(blocks, dest=source, tag=78)
             return blocks
     return comm.recv(source=0, tag=78)
+
+
+def _injected_failure(step, rank):
+    """Tests: SOLVER_TEST_FAIL_WRITE=STEP[:RANK] makes that checkpoint fail (on that rank)."""
+    spec = os.environ.get("SOLVER_TEST_FAIL_WRITE", "")
+    if not spec:
+        return
+    at, _, on_rank = spec.partition(":")
+    if int(at) == step and (not on_rank or int(on_rank) == rank):
+        raise OSError(f"injected failure writing the checkpoint of step {step}")
 
 
 def read_heat_field(path, comm, shape, where) -> np.ndarray:

@@ -10,14 +10,13 @@ a collective that a failed writer will never enter.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import numpy as np
 
 from ..parallel.mpi import MPI
-from .checkpoint import write_checkpoint
+from .checkpoint import CheckpointAbandoned, now_utc, write_checkpoint
 
 
 class WriterError(RuntimeError):
@@ -37,26 +36,29 @@ class CheckpointWriter:
         self._error = None
 
     # --- the write itself -------------------------------------------------------
-    def _write(self, step, attrs, datasets):
+    def _write(self, step, attrs, datasets, created):
         t0 = time.perf_counter()
         try:
-            _injected_failure(step, self.comm.rank)
             self.last_path = write_checkpoint(self.directory, step, self.io_comm, attrs, datasets,
-                                              keep=self.keep, on_complete=self.on_complete)
+                                              keep=self.keep, on_complete=self.on_complete, created=created)
+        except CheckpointAbandoned as exc:
+            self._error = (1, str(exc))
         except Exception as exc:
-            if not self.background:
-                raise
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._error = (0, f"{type(exc).__name__}: {exc}")
         finally:
             self.seconds += time.perf_counter() - t0
 
     def submit(self, step, attrs, datasets):
         """Start writing a checkpoint (collective: every rank at the same step)."""
         self.settle()
+        created = self.comm.bcast(now_utc(), root=0)
         if not self.background:
-            self._write(step, attrs, datasets)
+            self._write(step, attrs, datasets, created)
+            flags = np.array([int(self._error is not None)], dtype=np.int64)
+            self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+            self.absorb(int(flags[0]), 0)
             return
-        self._thread = threading.Thread(target=self._write, args=(step, attrs, datasets),
+        self._thread = threading.Thread(target=self._write, args=(step, attrs, datasets, created),
                                         name="checkpoint-writer", daemon=True)
         self.pending = True
         self._thread.start()
@@ -70,9 +72,11 @@ class CheckpointWriter:
     def absorb(self, failed_anywhere: int, busy_anywhere: int):
         """Act on the agreed flags (collective: every rank calls with the same values)."""
         if failed_anywhere:
-            messages = self.comm.allgather(self._error)
-            first = next((r, m) for r, m in enumerate(messages) if m is not None)
-            raise WriterError(f"background checkpoint writer failed on rank {first[0]}: {first[1]}")
+            errors = self.comm.allgather(self._error)
+            rank, (_, message) = min(((r, e) for r, e in enumerate(errors) if e is not None),
+                                     key=lambda item: (item[1][0], item[0]))   # the cause, not an echo
+            what = "background checkpoint writer" if self.background else "checkpoint writer"
+            raise WriterError(f"{what} failed on rank {rank}: {message}")
         if self.pending and not busy_anywhere:
             self._thread.join()
             self.pending = False
@@ -90,13 +94,3 @@ class CheckpointWriter:
         self.settle()
         if self.background:
             self.io_comm.Free()
-
-
-def _injected_failure(step, rank):
-    """Tests: SOLVER_TEST_FAIL_WRITE=STEP[:RANK] makes that write fail."""
-    spec = os.environ.get("SOLVER_TEST_FAIL_WRITE", "")
-    if not spec:
-        return
-    at, _, on_rank = spec.partition(":")
-    if int(at) == step and (not on_rank or int(on_rank) == rank):
-        raise OSError(f"injected failure writing the checkpoint of step {step}")

@@ -26,18 +26,36 @@ def is_root(comm=None) -> bool:
     return (comm or world).rank == 0
 
 
+def emit(stream, text: str) -> None:
+    """Write and flush; output nobody reads any more is dropped, not waited
+    on (after a stop request the streams are made non-blocking, because a
+    launcher that is shutting down may stop reading them)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (BlockingIOError, BrokenPipeError):
+        pass
+
+
+def unblock_output() -> None:
+    """From here on, never block on stdout or stderr (see emit)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.set_blocking(stream.fileno(), False)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def log(msg: str, comm=None, end: str = "\n") -> None:
     """Print on rank 0 only, flushed, so that logs of N ranks read as one."""
     if is_root(comm):
-        sys.stdout.write(msg + end)
-        sys.stdout.flush()
+        emit(sys.stdout, msg + end)
 
 
 def error_line(msg: str, comm=None) -> None:
     """One line on stderr from rank 0 only: how bad input is reported."""
     if is_root(comm):
-        sys.stderr.write(f"solver: error: {msg}\n")
-        sys.stderr.flush()
+        emit(sys.stderr, f"solver: error: {msg}\n")
 
 
 def agree(comm, fn, *args, **kwargs):

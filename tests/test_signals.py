@@ -1,0 +1,163 @@
+"""A running job under mpiexec: signals, request files, kill -9 mid-write,
+and writer failures: a checkpoint when asked, a clean stop with the
+documented exit status, and never a hang or a half-written checkpoint."""
+import os
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, clean_env, run_solver, solver_cmd
+
+pytestmark = pytest.mark.timeout(240)
+
+EXIT_STOPPED = 3
+LONG = ["run", "--set", "heat.shape=[64,64]", "--set", "time.steps=100000000", "--set", "output.log_every=50",
+        "--set", "output.checkpoint_every=0"]
+
+
+def _start(args, np_, extra_env=None):
+    env = clean_env({"SOLVER_PROGRESS": "plain", "OMPI_MCA_odls_base_sigkill_timeout": "5", **(extra_env or {})})
+    return subprocess.Popen(solver_cmd(args, np_), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(predicate, timeout=60, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _steps(run_dir):
+    ckpt = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(ckpt):
+        return []
+    return sorted(int(n[5:14]) for n in os.listdir(ckpt) if n.startswith("step_") and n.endswith(".h5"))
+
+
+def _kill_session(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+    proc.wait(timeout=30)
+
+
+def _signal_run(tmp_path, np_, first, then):
+    """Start a long run, send ``first`` and wait for its checkpoint, then ``then``."""
+    run = str(tmp_path / "run")
+    proc = _start(LONG + ["--output", run], np_)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
+        if first is not None:
+            proc.send_signal(first)
+            _wait_for(lambda: _steps(run), what=f"the {first.name} checkpoint")
+            assert proc.poll() is None, f"{first.name} must not stop the run"
+        proc.send_signal(then)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    return run, proc.returncode, out, err
+
+
+def test_usr1_checkpoints_and_usr2_stops_cleanly(tmp_path):
+    run, code, out, err = _signal_run(tmp_path, 2, signal.SIGUSR1, signal.SIGUSR2)
+    assert code == EXIT_STOPPED, (code, out[-2000:], err[-2000:])
+    steps = _steps(run)
+    assert len(steps) == 2 and steps[1] > steps[0]
+    assert "SIGUSR2" in out and "--restart latest" in out
+    last = steps[-1]
+    r = run_solver(["run", "--output", run, "--restart", "latest", "--set", f"time.steps={last + 7}"], np=3)
+    assert r.returncode == 0, r.stderr
+    assert _steps(run)[-1] == last + 7
+
+
+def test_sigterm_to_mpiexec_still_writes_the_final_checkpoint(tmp_path):
+    """Open MPI's mpiexec forwards SIGTERM after its grace period and then
+    exits 1 whatever the ranks return (documented); the ranks checkpoint."""
+    run, code, out, err = _signal_run(tmp_path, 2, None, signal.SIGTERM)
+    assert code in (EXIT_STOPPED, 1), (code, err[-2000:])
+    assert len(_steps(run)) == 1          # mpiexec stops relaying output, so the files tell
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_a_serial_run_stops_with_status_3(tmp_path, sig):
+    run, code, out, err = _signal_run(tmp_path, None, signal.SIGUSR1, sig)
+    assert code == EXIT_STOPPED, (code, err[-2000:])
+    assert len(_steps(run)) == 2 and sig.name in out
+
+
+def test_stop_request_file(tmp_path):
+    run = str(tmp_path / "run")
+    proc = _start(LONG + ["--output", run], 2)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
+        open(os.path.join(run, "CHECKPOINT"), "w").close()
+        _wait_for(lambda: _steps(run), what="the requested checkpoint")
+        open(os.path.join(run, "STOP"), "w").close()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode == EXIT_STOPPED, err
+    assert len(_steps(run)) == 2 and not os.path.exists(os.path.join(run, "STOP"))
+
+
+def test_wall_limit_stops_with_a_checkpoint(tmp_path):
+    run = str(tmp_path / "run")
+    r = run_solver(LONG + ["--output", run, "--set", "time.wall_limit=1.5"], np=2, timeout=120)
+    assert r.returncode == EXIT_STOPPED, r.stderr
+    assert "wall_limit" in r.stdout and len(_steps(run)) == 1
+
+
+def test_kill_9_during_a_checkpoint_leaves_a_restartable_run(tmp_path):
+    run = str(tmp_path / "run")
+    args = ["run", "configs/heat2d.toml", "--set", "heat.shape=[40,30]", "--set", "time.steps=60",
+            "--set", "output.checkpoint_every=10", "--set", "output.keep=0", "--output", run]
+    proc = _start(args, 2, {"SOLVER_TEST_SLOW_WRITE": "1.0"})
+    ckpt = os.path.join(run, "checkpoints")
+    try:
+        _wait_for(lambda: _steps(run) and any(n.endswith(".part") for n in os.listdir(ckpt)),
+                  what="a checkpoint being written after a complete one")
+        _kill_session(proc)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    complete = _steps(run)
+    assert complete and complete[-1] < 60
+    for step in complete:                         # every file that looks complete is complete
+        with h5py.File(os.path.join(ckpt, f"step_{step:09d}.h5"), "r") as f:
+            assert f["heat/u"].shape == (40, 30) and int(f.attrs["step"]) == step
+    r = run_solver(["run", "configs/heat2d.toml", "--set", "heat.shape=[40,30]", "--set", "time.steps=60",
+                    "--set", "output.checkpoint_every=10", "--output", run, "--restart", "latest"], np=2)
+    assert r.returncode == 0, r.stderr
+    straight = str(tmp_path / "straight")
+    r = run_solver(args[:-1] + [straight], np=1)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(os.path.join(ckpt, "step_000000060.h5"), "r") as a, \
+            h5py.File(os.path.join(straight, "checkpoints", "step_000000060.h5"), "r") as b:
+        assert np.array_equal(a["heat/u"][...], b["heat/u"][...])
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_writer_failure_on_one_rank_stops_every_rank(tmp_path, background):
+    run = str(tmp_path / "run")
+    args = ["run", "--set", "heat.shape=[32,32]", "--set", "time.steps=50", "--set", "output.checkpoint_every=5",
+            "--set", f"output.background={str(background).lower()}", "--output", run]
+    proc = _start(args, 2, {"SOLVER_TEST_FAIL_WRITE": "10:1"})
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode not in (0, 2, EXIT_STOPPED), (proc.returncode, err)
+    assert "injected failure" in err
+    if background:
+        for rank in (0, 1):
+            assert f"solver: rank {rank}: error: background checkpoint writer failed on rank 1" in err, err
+    assert _steps(run) == [5]
