@@ -110,6 +110,8 @@ def _xfer(collective):
 def write_block(dset, where, local, collective=True):
     """Write this rank's block ``local`` at ``where`` (every rank must call)."""
     local = np.ascontiguousarray(local, dtype=dset.dtype)
+    if 0 in dset.shape:
+        return                           # nothing stored: every rank skips alike
     mspace, fspace = _selections(dset, where, local.shape)
     data = local if local.size else np.zeros(1, dset.dtype)
     dset.id.write(mspace, fspace, data, dxpl=_xfer(collective))
@@ -119,6 +121,8 @@ def read_block(dset, where, collective=True) -> np.ndarray:
     """Read block ``where`` of ``dset`` (every rank must call)."""
     shape = tuple(s.stop - s.start for s in where) + tuple(dset.shape[len(where):])
     out = np.empty(shape, dset.dtype)
+    if 0 in dset.shape:
+        return out
     mspace, fspace = _selections(dset, where, shape)
     dset.id.read(mspace, fspace, out if out.size else np.zeros(1, dset.dtype), dxpl=_xfer(collective))
     return out

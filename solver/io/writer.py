@@ -72,6 +72,8 @@ class CheckpointWriter:
     def absorb(self, failed_anywhere: int, busy_anywhere: int):
         """Act on the agreed flags (collective: every rank calls with the same values)."""
         if failed_anywhere:
+            if self._thread is not None:
+                self._thread.join(timeout=10)   # let this rank's writer record its own error
             errors = self.comm.allgather(self._error)
             rank, (_, message) = min(((r, e) for r, e in enumerate(errors) if e is not None),
                                      key=lambda item: (item[1][0], item[0]))   # the cause, not an echo
