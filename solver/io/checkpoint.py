@@ -85,18 +85,25 @@ def _fsync_path(path):
 
 # ----------------------------------------------------------------------------
 # block-wise collective access through the low-level API
-def _selections(dset, where, shape):
-    """(memory space, file space) selecting ``where`` (an empty block selects nothing)."""
+def _selections(dset, where, shape, memory=None, memory_shape=None):
+    """(memory space, file space) selecting ``where`` in the file and the
+    block in memory: the whole array, or ``memory`` slices of an array of
+    ``memory_shape`` (so a padded block is written without a copy).  An
+    empty block selects nothing."""
     fspace = dset.id.get_space()
     if 0 in shape:
         fspace.select_none()
         mspace = h5py.h5s.create_simple((1,))
         mspace.select_none()
-    else:
-        start = tuple(s.start for s in where) + (0,) * (len(dset.shape) - len(where))
-        count = tuple(shape)
-        fspace.select_hyperslab(start, count)
+        return mspace, fspace
+    start = tuple(s.start for s in where) + (0,) * (len(dset.shape) - len(where))
+    count = tuple(shape)
+    fspace.select_hyperslab(start, count)
+    if memory is None:
         mspace = h5py.h5s.create_simple(count)
+    else:
+        mspace = h5py.h5s.create_simple(tuple(memory_shape))
+        mspace.select_hyperslab(tuple(s.start for s in memory), count)
     return mspace, fspace
 
 
@@ -107,12 +114,14 @@ def _xfer(collective):
     return plist
 
 
-def write_block(dset, where, local, collective=True):
-    """Write this rank's block ``local`` at ``where`` (every rank must call)."""
+def write_block(dset, where, local, collective=True, memory=None):
+    """Write this rank's block at ``where`` (every rank must call): ``local``,
+    or its part ``memory`` (slices) when given."""
     local = np.ascontiguousarray(local, dtype=dset.dtype)
     if 0 in dset.shape:
         return                           # nothing stored: every rank skips alike
-    mspace, fspace = _selections(dset, where, local.shape)
+    shape = local.shape if memory is None else tuple(s.stop - s.start for s in memory)
+    mspace, fspace = _selections(dset, where, shape, memory, local.shape)
     data = local if local.size else np.zeros(1, dset.dtype)
     dset.id.write(mspace, fspace, data, dxpl=_xfer(collective))
 
@@ -132,12 +141,19 @@ def read_block(dset, where, collective=True) -> np.ndarray:
 # writing
 @dataclass
 class Dataset:
-    """One global dataset: its name, global shape, this rank's block and where it goes."""
+    """One global dataset: its name, global shape, this rank's block and
+    where it goes.  With ``memory``, the block is ``local[memory]`` (written
+    straight from a padded array, without a copy)."""
     name: str
     shape: tuple
     local: np.ndarray
     where: tuple
     attrs: dict = field(default_factory=dict)
+    memory: tuple | None = None
+
+    @property
+    def block(self) -> np.ndarray:
+        return self.local if self.memory is None else self.local[self.memory]
 
 
 def _set_root_attrs(f, step, nranks, created, attrs):
@@ -164,7 +180,7 @@ def _write_parallel(path, comm, step, created, attrs, datasets):
         for ds in datasets:
             dset = _create(f, ds)
             quiet_barrier(comm)          # arrive together at each collective write (see write_checkpoint)
-            write_block(dset, ds.where, ds.local)
+            write_block(dset, ds.where, ds.local, memory=ds.memory)
         quiet_barrier(comm)
         f.flush()
 
@@ -173,13 +189,13 @@ def _write_gathered(path, comm, step, created, attrs, datasets):
     """Rank 0 writes everything, receiving one rank's blocks at a time."""
     if comm.rank != 0:
         for ds in datasets:
-            comm.send((ds.where, ds.local), dest=0, tag=77)
+            comm.send((ds.where, np.ascontiguousarray(ds.block)), dest=0, tag=77)
         return
     with h5py.File(path, "w") as f:
         _set_root_attrs(f, step, comm.size, created, attrs)
         for ds in datasets:
             dset = _create(f, ds)
-            write_block(dset, ds.where, ds.local, collective=False)
+            write_block(dset, ds.where, ds.block, collective=False)
             for source in range(1, comm.size):
                 where, local = comm.recv(source=source, tag=77)
                 write_block(dset, where, local, collective=False)
@@ -210,8 +226,8 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
         _injected_failure(step, comm.rank)
         for ds in datasets:
             expected = tuple(s.stop - s.start for s in ds.where) + tuple(ds.shape[len(ds.where):])
-            if tuple(ds.local.shape) != expected:
-                raise ValueError(f"{ds.name}: block of shape {ds.local.shape} for a selection of {expected}")
+            if tuple(ds.block.shape) != expected:
+                raise ValueError(f"{ds.name}: block of shape {ds.block.shape} for a selection of {expected}")
     except Exception as exc:
         problem = exc
     if not quiet_all_ok(comm, problem is None):

@@ -85,6 +85,8 @@ class HeatModel:
         self.step_count, self.time = 0, 0.0
         self._basis = (0, 0.0)   # (step, time) from which time = t0 + (step - s0) dt counts
         self._mode = None        # the sine start's shape, kept for the error diagnostic
+        self._lent = None        # the state buffer a checkpoint writer is reading
+        self._spare = None
 
     # --- state -------------------------------------------------------------
     def set_initial(self):
@@ -142,7 +144,13 @@ class HeatModel:
         with _timed(timers, "compute"):
             for lo, hi in self._border:
                 self.backend.heat_update(u, out, self.coeffs, lo, hi)
-        self._u, self._next = out, u
+        if u is self._lent:                  # a writer holds u: step into the spare buffer next
+            if self._spare is None:
+                self._spare = self.backend.zeros(u.shape)
+            self._u, self._next, self._spare = out, self._spare, u
+            self._lent = None
+        else:
+            self._u, self._next = out, u
         self.step_count += 1
         s0, t0 = self._basis
         self.time = t0 + (self.step_count - s0) * self.dt
@@ -154,7 +162,15 @@ class HeatModel:
     def checkpoint_datasets(self) -> list:
         h = self.heat.spacing
         attrs = {"origin": np.array([0.5 * x for x in h]), "spacing": np.array(h), "centering": "cell"}
-        return [Dataset("heat/u", self.heat.shape, self.local_field(), self.decomp.global_slices, attrs)]
+        host = self.backend.to_host(self._u)
+        if host is self._u:
+            # Lend the state buffer itself: the writer reads its interior while
+            # stepping goes on, and step() leaves it alone until the next lend
+            # (the writer finishes a write before it takes another).
+            self._lent = self._u
+        else:
+            host = host.copy()
+        return [Dataset("heat/u", self.heat.shape, host, self.decomp.global_slices, attrs, memory=self._inner)]
 
     # --- diagnostics (collective) -------------------------------------------
     def diagnostics(self) -> dict:
