@@ -17,9 +17,12 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 # Our abort hook prints the failing rank and traceback; skip mpiexec's banners.
 export OMPI_MCA_orte_execute_quiet := 1
+# On SIGTERM mpiexec waits this long, forwards SIGTERM, waits again, then kills:
+# time for every rank to write its final checkpoint.
+export OMPI_MCA_odls_base_sigkill_timeout := 10
 export PYTHON VENV
 
-.PHONY: setup run test test-serial test-mpi info clean
+.PHONY: setup run test test-serial test-mpi info bench-io clean
 
 setup:
 	@./.ci/provision.sh
@@ -43,3 +46,7 @@ test-mpi:
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache
+
+# Checkpoint cost on the step loop (synchronous vs background) and write bandwidth.
+bench-io: setup
+	$(MPIEXEC) -n 2 $(VPY) -m solver bench io

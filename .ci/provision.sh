@@ -107,6 +107,6 @@ import h5py, mpi4py
 from mpi4py import MPI
 assert h5py.get_config().mpi, "h5py was built without MPI support"
 print("provision: ok: mpi4py %s on %s; h5py %s with MPI (HDF5 %s)" % (
-    mpi4py.__version__, MPI.Get_library_version().splitlines()[0].strip(),
+    mpi4py.__version__, MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip(),
     h5py.__version__, h5py.version.hdf5_version))
 PY

@@ -28,7 +28,7 @@ def _timed_run(comm, directory, overrides):
     model.set_initial()
     comm.Barrier()
     t0 = time.perf_counter()
-    summary = run(model, settings, directory, comm, Triggers(), None)
+    summary = run(model, settings, directory, comm, Triggers(), None, quiet=True)
     comm.Barrier()
     seconds = time.perf_counter() - t0
     model.close()

@@ -148,7 +148,7 @@ class _Agreement:
         return int(flags[0]), int(flags[1])
 
 
-def run(model, settings, output_dir, comm, triggers, helper=None, resumed=False) -> dict:
+def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -> dict:
     """Advance ``model`` to its end step (or until asked to stop), writing
     checkpoints on the way; returns a summary.  Collective."""
     from .io.writer import CheckpointWriter
@@ -162,6 +162,8 @@ def run(model, settings, output_dir, comm, triggers, helper=None, resumed=False)
     log_every = settings.output.log_every or max(1, (end - start) // 10)
     history = DiagnosticsLog(os.path.join(output_dir, "diagnostics.csv"), comm)
     progress = Progress(start, end, comm)
+    if quiet:
+        progress.root = progress.live = False
 
     def after_write(path):                      # rank 0, once the file is in place
         write_sidecar(path)
@@ -192,7 +194,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, resumed=False)
                              "time": model.time, "steps_per_second": rate,
                              "eta_seconds": eta if math.isfinite(eta) else None}
 
-    diag = diagnose() if not resumed else None
+    diag = diagnose()
     stop_reason = None
     t0 = _time.perf_counter()
     try:

@@ -100,4 +100,4 @@ def install_abort_hook() -> None:
 
 
 def library_version() -> str:
-    return MPI.Get_library_version().strip().splitlines()[0]
+    return MPI.Get_library_version().replace("\x00", "").strip().splitlines()[0]
