@@ -61,7 +61,7 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3):
     # bandwidth: one checkpoint of the final state against a plain write of the same bytes
     from .io.checkpoint import write_checkpoint
     model.set_initial()
-    nbytes = model.cells * 8
+    nbytes = model.work_per_step * 8
     ckpt, plain = [], []
     directory = os.path.join(scratch, "bandwidth")
     if comm.rank == 0:
@@ -74,7 +74,7 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3):
         write_checkpoint(directory, k, comm, model.checkpoint_attrs(), model.checkpoint_datasets())
         ckpt.append(time.perf_counter() - t0)
         if comm.rank == 0:
-            data = np.random.default_rng(k).random(model.cells)
+            data = np.random.default_rng(k).random(model.work_per_step)
             path = os.path.join(directory, f"plain_{k}.bin")
             t0 = time.perf_counter()
             with open(path, "wb") as fh:

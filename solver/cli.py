@@ -98,28 +98,24 @@ def cmd_run(args, comm) -> int:
     from .backends import get_backend
     from .driver import run
     from .io.aio import AsyncHelper
-    from .models.heat import HeatModel
     from .parallel.mpi import agree, log
     from .restart import plan
     from .triggers import EXIT_STOPPED, Triggers
 
     settings, output_dir, restart = agree(comm, plan, args, comm, lambda: load(args, comm), _overrides(args))
-    if settings.kind != "heat":
-        raise ConfigError(f"problem.kind: {settings.kind!r} is not available in this version; use 'heat'")
     backend = agree(comm, get_backend, settings.backend)
     settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
-    model = agree(comm, HeatModel, settings, comm, backend, restart)
+    model = agree(comm, make_model, settings, comm, backend, restart)
     agree(comm, model.set_initial)
+    settings = model.settings
     if restart is not None and model.step_count >= model.end_step:
         log(f"{restart.path} is at step {model.step_count}, and the run ends at step {model.end_step}: "
             f"nothing to do (extend it with --set time.steps=N)")
         return 0
     prepare_output_dir(output_dir, comm)
 
-    shape = "x".join(map(str, settings.heat.shape))
-    log(f"solver {__version__}: heat {shape} ({settings.heat.boundary}, {settings.heat.initial}) on "
-        f"{comm.size} rank{'s' if comm.size > 1 else ''} as {'x'.join(map(str, model.decomp.dims))}, "
-        f"backend {backend.name}, dt={model.dt:.6g}, steps {model.step_count}->{model.end_step}")
+    log(f"solver {__version__}: {model.describe()}, backend {backend.name}, dt={model.dt:.6g}, "
+        f"steps {model.step_count}->{model.end_step}")
     if restart is not None:
         log(f"restart: from {restart.path} (written by {restart.attrs['nranks']} ranks)")
     log(f"output: {output_dir}")
@@ -138,8 +134,8 @@ def cmd_run(args, comm) -> int:
     model.close()
 
     t = summary["timers"]
-    rate = model.cells * summary["steps"] / summary["loop_seconds"] if summary["loop_seconds"] > 0 else 0.0
-    log(f"done: {summary['steps']} steps in {summary['loop_seconds']:.3g} s, {rate:.4g} cell updates/s; "
+    rate = model.work_per_step * summary["steps"] / summary["loop_seconds"] if summary["loop_seconds"] > 0 else 0.0
+    log(f"done: {summary['steps']} steps in {summary['loop_seconds']:.3g} s, {rate:.4g} {model.work_name}/s; "
         + ", ".join(f"{k} {v:.3g} s" for k, v in t.items()) + " (max over ranks)")
     log(f"wrote {summary['checkpoint']}")
     if summary["stopped"]:
@@ -147,6 +143,22 @@ def cmd_run(args, comm) -> int:
             f"continue with: --restart latest --output {output_dir}")
         return EXIT_STOPPED
     return 0
+
+
+def make_model(settings, comm, backend, restart):
+    """The model the settings ask for (collective)."""
+    if settings.kind == "heat":
+        from .models.heat import HeatModel
+        return HeatModel(settings, comm, backend, restart)
+    from .models.nbody import NBodyModel, resolve_settings
+    initial = None
+    if restart is None and settings.nbody.initial == "file":
+        from .io.checkpoint import read_particles
+        initial = read_particles(settings.nbody.file, comm)
+        settings = resolve_settings(settings, len(initial[2]))
+    else:
+        settings = resolve_settings(settings)
+    return NBodyModel(settings, comm, backend, restart, initial)
 
 
 def cmd_plot(args, comm) -> int:
@@ -189,6 +201,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         error_line(str(exc))
         return 2
+    except FloatingPointError as exc:        # raised on every rank at the same step
+        error_line(str(exc))
+        return 1
     except WriterError as exc:
         # every rank raised this at the same step; writer threads may be stuck
         # in a collective that will never complete, so abort rather than exit

@@ -84,7 +84,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "nbody": {
         "n": 1000, "initial": "plummer", "softening": 0.01, "seed": 0,
-        "precision": "float64", "G": 1.0, "file": "",
+        "precision": "float64", "G": 1.0, "file": "", "eccentricity": 0.5,
+        "decomposition": "allgather",
     },
     "time": {"steps": 100, "dt": "auto", "t_end": None, "safety": 0.9, "wall_limit": 0.0},
     "output": {
@@ -127,6 +128,8 @@ class NBodySettings:
     precision: str
     G: float
     file: str
+    eccentricity: float      # of the 'kepler' start
+    decomposition: str       # 'allgather' (bitwise on any rank count) or 'ring'
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,14 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
         precision=_choice("nbody.precision", b["precision"], ("float64", "float32")),
         G=_float("nbody.G", b["G"], positive=True),
         file=_str("nbody.file", b["file"]),
+        eccentricity=_float("nbody.eccentricity", b["eccentricity"], nonneg=True),
+        decomposition=_choice("nbody.decomposition", b["decomposition"], ("allgather", "ring")),
     )
+    if nbody.eccentricity >= 1:
+        raise ConfigError(f"nbody.eccentricity: a bound orbit needs 0 <= e < 1, got {nbody.eccentricity}")
+    if nbody.initial == "file" and not nbody.file:
+        raise ConfigError("nbody.file: nbody.initial = 'file' needs nbody.file, the path of an HDF5 file "
+                          "with /nbody/position, /nbody/velocity and /nbody/mass")
 
     t = c["time"]
     dt = t["dt"]

@@ -26,10 +26,33 @@ def _figure(width, height):
     return fig
 
 
-def render_checkpoint(path, out_dir) -> str:
-    """One PNG of a heat checkpoint: the 2D field, or mid-plane slices in 3D."""
+def render_particles(path, out_dir) -> str:
+    """An x-y projection of the particles of an n-body checkpoint."""
     os.makedirs(out_dir, exist_ok=True)
     with h5py.File(path, "r") as f:
+        step, t = int(f.attrs["step"]), float(f.attrs["time"])
+        x = f["nbody/position"][...]
+        m = f["nbody/mass"][...]
+    fig = _figure(6, 6)
+    ax = fig.add_subplot(1, 1, 1)
+    size = 4.0 if len(x) > 100 else 40.0
+    ax.scatter(x[:, 0], x[:, 1], s=size * m / m.max() if m.max() > 0 else size, c="k", alpha=0.6, linewidths=0)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(f"{len(x)} bodies, step {step}, t = {t:.6g}")
+    out = os.path.join(out_dir, f"particles_{step:09d}.png")
+    fig.savefig(out)
+    return out
+
+
+def render_checkpoint(path, out_dir) -> str:
+    """One PNG of a checkpoint: a 2D heat field, mid-plane slices of a 3D one,
+    or the particles' x-y projection."""
+    os.makedirs(out_dir, exist_ok=True)
+    with h5py.File(path, "r") as f:
+        if "nbody" in f:
+            return render_particles(path, out_dir)
         step, t = int(f.attrs["step"]), float(f.attrs["time"])
         u = f["heat/u"]
         shape, spacing = u.shape, np.asarray(u.attrs["spacing"])
@@ -68,7 +91,11 @@ def render_history(csv_path, out_dir) -> str | None:
     cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
     order = np.argsort(cols["step"], kind="stable")
     cols = {k: v[order] for k, v in cols.items()}
-    panels = [("total heat", ["heat"], False), ("range", ["min", "max"], False)]
+    if "energy" in cols:
+        panels = [("energy", ["kinetic", "potential", "energy"], False),
+                  ("relative energy error", ["energy_error"], True)]
+    else:
+        panels = [("total heat", ["heat"], False), ("range", ["min", "max"], False)]
     if "err_l2" in cols:
         panels.append(("error vs analytic", ["err_l2", "err_max"], True))
     fig = _figure(5 * len(panels), 4)

@@ -17,6 +17,7 @@ from .io.checkpoint import inspect_checkpoint, list_checkpoints
 # keys that define the problem: a restart must not change them
 PHYSICS = {
     "heat": ("shape", "extent", "diffusivity", "boundary", "boundary_value"),
+    "nbody": ("n", "softening", "G", "precision"),
 }
 
 
@@ -78,9 +79,26 @@ def check_compatible(settings, info):
                               f"expected {list(settings.heat.shape)} (damaged checkpoint)")
         if info.dtypes.get("heat/u") != "<f8":
             raise ConfigError(f"--restart: /heat/u in {info.path} is not float64 (damaged checkpoint)")
+    if problem == "nbody":
+        n, dtype = settings.nbody.n, "<f8" if settings.nbody.precision == "float64" else "<f4"
+        for name, shape in (("position", (n, 3)), ("velocity", (n, 3)), ("mass", (n,))):
+            if info.shapes.get(f"nbody/{name}") != shape or info.dtypes.get(f"nbody/{name}") != dtype:
+                raise ConfigError(f"--restart: /nbody/{name} in {info.path} is not {dtype} of shape {list(shape)} "
+                                  f"(damaged checkpoint)")
     step = info.attrs["step"]
     if not isinstance(step, int) or step < 0:
         raise ConfigError(f"--restart: {info.path} has an invalid step attribute {step!r}")
+
+
+def _particle_count(settings, info):
+    """An n-body start that fixes n (figure8, kepler, a file) fixes it on restart too."""
+    if settings.kind != "nbody":
+        return settings
+    from .models.nbody import resolve_settings
+    n = None
+    if settings.nbody.initial == "file" and info.shapes.get("nbody/mass"):
+        n = info.shapes["nbody/mass"][0]
+    return resolve_settings(settings, n)
 
 
 def _show(v):
@@ -127,6 +145,7 @@ def plan(args, comm, load_config, overrides):
     info = inspect_checkpoint(path, comm)
     if settings is None:
         settings = settings_from_checkpoint(info, overrides)
+    settings = _particle_count(settings, info)
     check_compatible(settings, info)
     output_dir = args.output or (settings.output.dir if args.config else "") or run_dir_of(path)
     return settings, output_dir, info

@@ -34,3 +34,18 @@ def gather_field(model, root=0):
     for where, block in parts:
         field[where] = block
     return field
+
+
+def make_nbody(comm, *overrides, backend="numpy"):
+    from solver.models.nbody import NBodyModel, resolve_settings
+    settings = resolve_settings(load_settings("[problem]\nkind = 'nbody'\n", "<test>", list(overrides)))
+    model = NBodyModel(settings, comm, get_backend(backend))
+    model.set_initial()
+    return model
+
+
+def gather_particles(model, root=0):
+    """Global (position, velocity) on ``root`` of the model's communicator."""
+    x = model.blocks.allgather(model.x)
+    v = model.blocks.allgather(model.v)
+    return (x, v) if model.comm.rank == root else (None, None)

@@ -61,3 +61,80 @@ def heat_update(src, dst, coeffs, lo, hi):
         if d > 0:
             acc += term
     acc += u
+
+
+# ----------------------------------------------------------------------------
+# n-body: softened gravity, block of targets i against a block of sources j
+TILE = 256      # sources per tile: sums run over fixed tiles of global ids
+
+
+def _tiles(j0, nj):
+    """Source ranges [a, b) of this block, cut at multiples of TILE in global
+    id (j0 is the block's first global id), so that every decomposition that
+    hands over whole blocks in id order sums in the same pieces."""
+    start = 0
+    while start < nj:
+        stop = min(nj, (j0 + start) // TILE * TILE + TILE - j0)
+        yield start, stop
+        start = stop
+
+
+def _pair_terms(xi, xj, eps2):
+    """dx (3 arrays ni x nj) and 1/r^3 with softening; self-pairs (r = 0) give 0."""
+    dx = [xj[None, :, c] - xi[:, None, c] for c in range(3)]
+    r2 = dx[0] * dx[0]
+    r2 += dx[1] * dx[1]
+    r2 += dx[2] * dx[2]
+    r2 += eps2
+    with np.errstate(divide="ignore"):
+        inv = 1.0 / (r2 * np.sqrt(r2))
+    coincident = 0
+    if eps2 == 0:
+        zero = r2 == 0
+        coincident = int(zero.sum())
+        inv[zero] = 0
+    return dx, r2, inv, coincident
+
+
+def nbody_accel(xi, xj, mj, j0, eps2, G, out, i0=None, chunk=256):
+    """out[i] += G sum_j m_j (x_j - x_i) / (|x_j - x_i|^2 + eps^2)^(3/2).
+
+    Sources are summed tile by tile in global-id order (see _tiles), each
+    tile's sum taken fresh along a contiguous axis, so a target's result does
+    not depend on how targets are chunked.  Returns the number of coincident
+    pairs that are not self-pairs (only counted without softening); ``i0`` is
+    the targets' first global id (None: targets and sources are disjoint)."""
+    ni = len(xi)
+    bad = 0
+    for a, b in _tiles(j0, len(xj)):
+        for s in range(0, ni, chunk):
+            e = min(ni, s + chunk)
+            dx, _, inv, coincident = _pair_terms(xi[s:e], xj[a:b], eps2)
+            if coincident:
+                selves = 0
+                if i0 is not None:
+                    lo, hi = max(i0 + s, j0 + a), min(i0 + e, j0 + b)
+                    selves = max(0, hi - lo)
+                bad += coincident - selves
+            w = inv * mj[None, a:b]
+            w *= G
+            for c in range(3):
+                out[s:e, c] += (w * dx[c]).sum(axis=1)
+    return bad
+
+
+def nbody_potential(xi, xj, mj, j0, i0, eps2, G, chunk=256):
+    """phi[i] = -G sum_{j != i} m_j / sqrt(|x_j - x_i|^2 + eps^2) (self-pairs excluded by id)."""
+    ni = len(xi)
+    phi = np.zeros(ni, dtype=np.result_type(xi.dtype, np.float64))
+    for a, b in _tiles(j0, len(xj)):
+        for s in range(0, ni, chunk):
+            e = min(ni, s + chunk)
+            _, r2, _, _ = _pair_terms(xi[s:e], xj[a:b], eps2)
+            with np.errstate(divide="ignore"):
+                inv = 1.0 / np.sqrt(r2)
+            ids_i = np.arange(i0 + s, i0 + e)[:, None]
+            ids_j = np.arange(j0 + a, j0 + b)[None, :]
+            inv[ids_i == ids_j] = 0
+            phi[s:e] -= G * (inv * mj[None, a:b]).sum(axis=1)
+    return phi

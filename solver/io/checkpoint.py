@@ -343,6 +343,52 @@ def _injected_failure(step, rank):
         raise OSError(f"injected failure writing the checkpoint of step {step}")
 
 
+def _read_particles_serial(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"nbody.file: {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("nbody/position", "nbody/velocity", "nbody/mass") if k not in f]
+            if missing:
+                raise ConfigError(f"nbody.file: {path} lacks {', '.join('/' + k for k in missing)}")
+            shapes = {k: f[k].shape for k in ("nbody/position", "nbody/velocity", "nbody/mass")}
+            n = shapes["nbody/mass"][0] if len(shapes["nbody/mass"]) == 1 else -1
+            if n < 1 or shapes["nbody/position"] != (n, 3) or shapes["nbody/velocity"] != (n, 3):
+                raise ConfigError(f"nbody.file: {path} has mismatched arrays: position {shapes['nbody/position']}, "
+                                  f"velocity {shapes['nbody/velocity']}, mass {shapes['nbody/mass']} "
+                                  f"(need (n, 3), (n, 3) and (n,) with n >= 1)")
+            pos, vel, mass = (np.asarray(f[k][...], np.float64) for k in ("nbody/position", "nbody/velocity",
+                                                                            "nbody/mass"))
+            if "nbody/id" in f:
+                ids = np.asarray(f["nbody/id"][...])
+                if ids.shape != (n,) or not np.array_equal(np.sort(ids), np.arange(n)):
+                    raise ConfigError(f"nbody.file: /nbody/id in {path} is not a permutation of 0..{n - 1}")
+                order = np.argsort(ids, kind="stable")
+                pos, vel, mass = pos[order], vel[order], mass[order]
+    except OSError as exc:
+        raise ConfigError(f"nbody.file: cannot read {path} as HDF5: {exc}") from None
+    if not (np.isfinite(pos).all() and np.isfinite(vel).all() and np.isfinite(mass).all()):
+        raise ConfigError(f"nbody.file: {path} holds values that are not finite")
+    if (mass < 0).any():
+        raise ConfigError(f"nbody.file: {path} holds negative masses")
+    return pos, vel, mass
+
+
+def read_particles(path, comm):
+    """(position, velocity, mass) of all particles in id order, on every rank;
+    rank 0 reads and checks the file (ConfigError on every rank if it is bad)."""
+    data, problem = None, None
+    if comm.rank == 0:
+        try:
+            data = _read_particles_serial(path)
+        except ConfigError as exc:
+            problem = str(exc)
+    data, problem = comm.bcast((data, problem), root=0)
+    if problem:
+        raise ConfigError(problem)
+    return data
+
+
 def read_heat_field(path, comm, shape, where) -> np.ndarray:
     """This rank's block ``where`` of ``/heat/u`` from a checkpoint file;
     ConfigError when the file is missing, not ours, or of another shape."""

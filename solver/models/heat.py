@@ -199,9 +199,19 @@ class HeatModel:
             d["err_max"] = ext[2]
         return d
 
+    work_name = "cell updates"
+
     @property
-    def cells(self) -> int:
+    def work_per_step(self) -> int:
         return math.prod(self.heat.shape)
+
+    def describe(self) -> str:
+        h = self.heat
+        return (f"heat {'x'.join(map(str, h.shape))} ({h.boundary}, {h.initial}) on {self.comm.size} "
+                f"rank{'s' if self.comm.size > 1 else ''} as {'x'.join(map(str, self.decomp.dims))}")
+
+    def health(self) -> int:
+        return 0
 
     def close(self):
         self.halo.free()

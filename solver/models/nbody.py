@@ -1,0 +1,231 @@
+"""Gravitational n-body by direct summation of softened gravity,
+a_i = G sum_j m_j r_ij / (|r_ij|^2 + eps^2)^(3/2), integrated with
+kick-drift-kick leapfrog.  Each rank owns a fixed, contiguous range of
+particle ids (any n, any rank count, possibly none) and sees the others'
+positions through an Allgather or a systolic ring (parallel/ring.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..config import ConfigError
+from ..integrators import INTEGRATORS
+from ..io.checkpoint import Dataset
+from ..parallel.mpi import MPI
+from ..parallel.ring import Blocks
+from . import nbody_initial as ic
+
+
+def resolve_settings(settings, n_from_file=None):
+    """Settings with n fixed by the start (figure8: 3, kepler: 2, file: its length)."""
+    n = n_from_file or ic.fixed_count(settings.nbody)
+    if n and n != settings.nbody.n:
+        settings = settings.replace(nbody=dataclasses.replace(settings.nbody, n=n))
+    return settings
+
+
+class NBodyModel:
+    kind = "nbody"
+    work_name = "pair interactions"
+
+    def __init__(self, settings, comm, backend, restart=None, initial=None):
+        """``initial``: (position, velocity, mass) of all particles, when read
+        from a file by the caller; else generated from the settings."""
+        self.settings, self.nb, self.backend = settings, settings.nbody, backend
+        self.comm, self.restart = comm, restart
+        self.dtype = np.dtype(self.nb.precision)
+        self.blocks = Blocks(comm, self.nb.n)
+        self.eps2 = self.nb.softening ** 2
+        self.step_count, self.time = 0, 0.0
+        self._basis = (0, 0.0)   # (step, time) from which time = t0 + (step - s0) dt counts
+        self._integrate = INTEGRATORS["leapfrog"]
+        self._initial = initial
+        self._coincident = 0
+        self._timers = None
+        self.energy0 = None
+        s, c = self.blocks.start, self.blocks.count
+        self.ids = np.arange(s, s + c, dtype=np.int64)
+        self.x = np.zeros((c, 3), self.dtype)
+        self.v = np.zeros((c, 3), self.dtype)
+        self.m = np.zeros(c, self.dtype)
+        self.dt = self.end_step = None
+
+    # --- state -------------------------------------------------------------
+    def set_initial(self):
+        """Positions, velocities and masses; then the first forces, and dt."""
+        s, c = self.blocks.start, self.blocks.count
+        if self.restart is not None:
+            from ..io.checkpoint import read_blocks
+            where = (slice(s, s + c),)
+            x, v, m = read_blocks(self.restart.path, self.comm, [("nbody/position", where),
+                                                                 ("nbody/velocity", where), ("nbody/mass", where)])
+            self.step_count = int(self.restart.attrs["step"])
+            self.time = float(self.restart.attrs["time"])
+            self.energy0 = self.restart.attrs.get("energy0")
+        else:
+            pos, vel, mass = self._initial if self._initial is not None else ic.generate(self.nb)
+            x, v, m = pos[s:s + c], vel[s:s + c], mass[s:s + c]
+        self.x[...], self.v[...], self.m[...] = x, v, m
+        if not (np.isfinite(self.x).all() and np.isfinite(self.v).all() and np.isfinite(self.m).all()):
+            raise ConfigError("nbody: the initial positions, velocities or masses are not all finite")
+        if (self.m < 0).any():
+            raise ConfigError("nbody: masses must be >= 0; the initial masses include negative values")
+        self._global_masses()
+        self.a = self._accel(self.x)
+        self._check_coincident(agreed=True)
+        self.dt, self.end_step = self._resolve_time()
+        if self.restart is not None and self.dt != float(self.restart.attrs["dt"]):
+            self._basis = (self.step_count, self.time)
+        if self.energy0 is None:
+            self.energy0 = self.diagnostics()["energy"]
+
+    def _global_masses(self):
+        self.m_all = self.blocks.allgather(self.m)
+
+    def _resolve_time(self):
+        t = self.settings.time
+        if t.dt == "auto":
+            if self.restart is not None:
+                dt = float(self.restart.attrs["dt"])
+            else:
+                dt = t.safety * 0.01 * self._dynamical_time()
+        else:
+            dt = t.dt
+        steps = t.steps
+        if t.t_end is not None:
+            if self.restart is None:
+                steps = max(1, math.ceil(t.t_end / dt - 1e-9))
+                dt = t.t_end / steps
+            else:
+                steps = self.step_count + max(0, math.ceil((t.t_end - self.time) / dt - 1e-9))
+        return dt, steps
+
+    def _dynamical_time(self) -> float:
+        """sqrt(R^3 / (G M)) with R the median distance from the centre of mass."""
+        x = self.blocks.allgather(self.x.astype(np.float64))
+        m = self.m_all.astype(np.float64)
+        total = m.sum()
+        if total <= 0:
+            raise ConfigError("nbody: the total mass is zero")
+        centre = (m @ x) / total
+        radius = float(np.median(np.linalg.norm(x - centre, axis=1)))
+        if radius == 0:
+            raise ConfigError("nbody: all particles sit at one point; set time.dt explicitly")
+        return math.sqrt(radius ** 3 / (self.nb.G * total))
+
+    # --- forces ------------------------------------------------------------
+    def _accel(self, x):
+        a = np.zeros_like(x)
+        G = self.nb.G
+        i0 = self.blocks.start
+        if self.nb.decomposition == "allgather" or self.comm.size == 1:
+            with _timed(self._timers, "exchange"):
+                xs = self.blocks.allgather(x) if self.comm.size > 1 else x
+            self._coincident += self.backend.nbody_accel(x, xs, self.m_all, 0, self.eps2, G, a, i0=i0)
+        else:
+            packed = np.concatenate([x, self.m[:, None]], axis=1)
+
+            def visit(block, j0):
+                self._coincident += self.backend.nbody_accel(x, block[:, :3], block[:, 3], j0, self.eps2, G, a,
+                                                             i0=i0)
+            self.blocks.ring(packed, visit)
+        return a
+
+    def _check_coincident(self, agreed=False):
+        """Two particles at one point with zero softening: stop, on every rank."""
+        flag = np.array([self._coincident], dtype=np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.SUM)
+        if flag[0]:
+            message = (f"nbody: {flag[0] // 2} pair(s) of particles at the same position with zero softening "
+                       f"(the force is infinite); set nbody.softening > 0 or separate them")
+            if agreed:
+                raise ConfigError(message)
+            raise FloatingPointError(message + f" (at step {self.step_count})")
+
+    def health(self) -> int:
+        """Non-zero when this rank has met an infinite force since the last check."""
+        return int(self._coincident > 0)
+
+    def step(self, timers=None):
+        self._timers = timers
+        with _timed(timers, "compute"):
+            self.a = self._integrate(self.x, self.v, self.a, self.dt, self._accel)
+        self._timers = None
+        self.step_count += 1
+        s0, t0 = self._basis
+        self.time = t0 + (self.step_count - s0) * self.dt
+
+    # --- diagnostics (collective) ------------------------------------------
+    def diagnostics(self) -> dict:
+        self._check_coincident()
+        x, v, m = (arr.astype(np.float64) for arr in (self.x, self.v, self.m))
+        G, i0 = self.nb.G, self.blocks.start
+        if self.nb.decomposition == "allgather" or self.comm.size == 1:
+            xs = self.blocks.allgather(self.x) if self.comm.size > 1 else self.x
+            phi = self.backend.nbody_potential(self.x, xs, self.m_all, 0, i0, self.eps2, G)
+        else:
+            phi = np.zeros(len(x))
+            packed = np.concatenate([self.x, self.m[:, None]], axis=1)
+
+            def visit(block, j0):
+                phi[:] += self.backend.nbody_potential(self.x, block[:, :3], block[:, 3], j0, i0, self.eps2, G)
+            self.blocks.ring(packed, visit)
+        sums = np.zeros(12)
+        sums[0] = 0.5 * np.sum(m * np.einsum("ij,ij->i", v, v))
+        sums[1] = 0.5 * np.sum(m * phi)
+        sums[2:5] = m @ v
+        sums[5:8] = np.sum(m[:, None] * np.cross(x, v), axis=0)
+        sums[8:11] = m @ x
+        sums[11] = m.sum()
+        self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+        kinetic, potential = sums[0], sums[1]
+        energy = kinetic + potential
+        d = {"step": self.step_count, "time": self.time, "kinetic": kinetic, "potential": potential,
+             "energy": energy}
+        if self.energy0 is not None:
+            d["energy_error"] = abs((energy - self.energy0) / self.energy0) if self.energy0 else abs(energy)
+        d["virial"] = kinetic / abs(potential) if potential else float("nan")
+        d["momentum"] = float(np.linalg.norm(sums[2:5]))
+        d["angular_momentum"] = float(np.linalg.norm(sums[5:8]))
+        d["com_offset"] = float(np.linalg.norm(sums[8:11] / sums[11])) if sums[11] else 0.0
+        return d
+
+    # --- output ------------------------------------------------------------
+    def checkpoint_attrs(self) -> dict:
+        return {"problem": "nbody", "time": self.time, "dt": self.dt, "config": self.settings.to_toml(),
+                "energy0": float(self.energy0)}
+
+    def checkpoint_datasets(self) -> list:
+        n, s, c = self.nb.n, self.blocks.start, self.blocks.count
+        where = (slice(s, s + c),)
+        return [Dataset("nbody/position", (n, 3), self.x.copy(), where),
+                Dataset("nbody/velocity", (n, 3), self.v.copy(), where),
+                Dataset("nbody/mass", (n,), self.m.copy(), where),
+                Dataset("nbody/id", (n,), self.ids, where)]
+
+    @property
+    def work_per_step(self) -> int:
+        return self.nb.n * self.nb.n
+
+    def describe(self) -> str:
+        nb = self.nb
+        return (f"nbody n={nb.n} ({nb.initial}, eps={nb.softening:g}, {nb.precision}, {nb.decomposition}) on "
+                f"{self.comm.size} rank{'s' if self.comm.size > 1 else ''}")
+
+    def close(self):
+        pass
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _timed(timers, name):
+    return _Null() if timers is None else timers(name)

@@ -1,0 +1,107 @@
+"""Initial conditions for n-body, as global arrays in id order.
+
+Every rank draws the whole set from the same seeded generator and keeps its
+own slice, so the particles do not depend on the rank count.  Units: G = 1
+unless the config says otherwise; the standard (Henon) units of the Plummer
+sphere have total mass 1 and energy -1/4.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..config import ConfigError
+
+FIGURE8_PERIOD = 6.32591398
+
+
+def _centre(pos, vel, mass):
+    """Centre of mass at the origin, at rest."""
+    m = mass / mass.sum()
+    pos -= m @ pos
+    vel -= m @ vel
+    return pos, vel, mass
+
+
+def plummer(n, seed, G=1.0):
+    """Plummer sphere sampled after Aarseth, Henon and Wielen (1974), in
+    standard units: M = 1, E = -1/4 (scale radius a = 3 pi / 16)."""
+    rng = np.random.default_rng(seed)
+    mass = np.full(n, 1.0 / n)
+    # radius from the cumulative mass M(r) = r^3 / (1 + r^2)^(3/2), a = 1;
+    # the outermost 0.1% of mass is redrawn, as is usual, to avoid stray radii
+    x1 = rng.uniform(0.0, 0.999, n)
+    r = 1.0 / np.sqrt(x1 ** (-2.0 / 3.0) - 1.0)
+    pos = _isotropic(rng, n) * r[:, None]
+    # speed q * v_escape with q from g(q) = q^2 (1 - q^2)^(7/2) by rejection
+    q = np.empty(n)
+    todo = np.arange(n)
+    while todo.size:
+        x4, x5 = rng.random(todo.size), rng.random(todo.size)
+        ok = 0.1 * x5 < x4 * x4 * (1.0 - x4 * x4) ** 3.5
+        q[todo[ok]] = x4[ok]
+        todo = todo[~ok]
+    speed = q * math.sqrt(2.0) * (1.0 + r * r) ** -0.25
+    vel = _isotropic(rng, n) * speed[:, None]
+    # from a = 1 (E = -3 pi / 64) to standard units; then G
+    a = 3.0 * math.pi / 16.0
+    pos *= a
+    vel /= math.sqrt(a)
+    vel *= math.sqrt(G)
+    return _centre(pos, vel, mass)
+
+
+def _isotropic(rng, n):
+    """Unit vectors uniform on the sphere."""
+    z = rng.uniform(-1.0, 1.0, n)
+    phi = rng.uniform(0.0, 2.0 * math.pi, n)
+    s = np.sqrt(1.0 - z * z)
+    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
+
+
+def figure8(G=1.0):
+    """The figure-eight choreography of three equal masses (Chenciner and
+    Montgomery 2000; initial values from Simo), period 6.32591398 for G = m = 1."""
+    pos = np.array([[0.97000436, -0.24308753, 0.0], [-0.97000436, 0.24308753, 0.0], [0.0, 0.0, 0.0]])
+    v3 = np.array([-0.93240737, -0.86473146, 0.0])
+    vel = np.array([-v3 / 2, -v3 / 2, v3]) * math.sqrt(G)
+    return pos, vel, np.ones(3)
+
+
+def kepler(eccentricity, G=1.0):
+    """Two equal masses (total 1) on an orbit of semi-major axis 1 and the
+    given eccentricity, starting at pericentre; period 2 pi / sqrt(G)."""
+    e = eccentricity
+    rp = 1.0 - e
+    vp = math.sqrt(G * (1.0 + e) / (1.0 - e))
+    mass = np.array([0.5, 0.5])
+    pos = np.array([[-rp / 2, 0.0, 0.0], [rp / 2, 0.0, 0.0]])
+    vel = np.array([[0.0, -vp / 2, 0.0], [0.0, vp / 2, 0.0]])
+    return pos, vel, mass
+
+
+def uniform(n, seed):
+    """A cold uniform cube of side 1 centred on the origin, total mass 1."""
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(-0.5, 0.5, (n, 3))
+    return _centre(pos, np.zeros((n, 3)), np.full(n, 1.0 / n))
+
+
+def generate(nbody):
+    """(position, velocity, mass) of all particles for a generated start."""
+    kind = nbody.initial
+    if kind == "plummer":
+        return plummer(nbody.n, nbody.seed, nbody.G)
+    if kind == "uniform":
+        return uniform(nbody.n, nbody.seed)
+    if kind == "figure8":
+        return figure8(nbody.G)
+    if kind == "kepler":
+        return kepler(nbody.eccentricity, nbody.G)
+    raise ConfigError(f"nbody.initial: {kind!r} is not generated here")
+
+
+def fixed_count(nbody):
+    """The particle count a start imposes (None: nbody.n decides)."""
+    return {"figure8": 3, "kepler": 2}.get(nbody.initial)
