@@ -136,7 +136,7 @@ def cmd_run(args, comm) -> int:
     t = summary["timers"]
     rate = model.work_per_step * summary["steps"] / summary["loop_seconds"] if summary["loop_seconds"] > 0 else 0.0
     log(f"done: {summary['steps']} steps in {summary['loop_seconds']:.3g} s, {rate:.4g} {model.work_name}/s; "
-        + ", ".join(f"{k} {v:.3g} s" for k, v in t.items()) + " (max over ranks)")
+        + ", ".join(f"{k} {v:.3g} s" for k, v in t.items() if v > 0) + " (max over ranks)")
     log(f"wrote {summary['checkpoint']}")
     if summary["stopped"]:
         log(f"stopped at step {model.step_count} of {model.end_step} ({summary['stopped']}); "

@@ -7,6 +7,9 @@
     from_host(array)  the backend's array of those values
     heat_update(src, dst, coeffs, lo, hi)
                       one FTCS step for the interior cells [lo, hi) of padded blocks
+    nbody_accel(xi, xj, mj, j0, eps2, G, out, i0)
+    nbody_potential(xi, xj, mj, j0, i0, eps2, G)
+                      softened gravity of a block of sources on a block of targets
 
 Models call these, never NumPy or a GPU library directly for their kernels.
 """
