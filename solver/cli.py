@@ -54,21 +54,20 @@ def parse_args(argv):
     return build_parser().parse_args(argv)
 
 
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (see configs/ for examples)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+
+
 def _read_config(path, comm):
     """Rank 0 reads the file and broadcasts it: every rank parses the same text."""
-    text, problem = None, None
-    if comm.rank == 0:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            problem = f"config file {path} not found (see configs/ for examples)"
-        except (OSError, UnicodeDecodeError) as exc:
-            problem = f"config file {path} cannot be read: {exc}"
-    text, problem = comm.bcast((text, problem), root=0)
-    if problem:
-        raise ConfigError(problem)
-    return text
+    from .parallel.mpi import root_decides
+    return root_decides(comm, _read_text, path)
 
 
 def _overrides(args):

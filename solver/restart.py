@@ -13,6 +13,7 @@ import os
 
 from .config import ConfigError, load_settings
 from .io.checkpoint import inspect_checkpoint, list_checkpoints
+from .parallel.mpi import root_decides
 
 # keys that define the problem: a restart must not change them
 PHYSICS = {
@@ -133,15 +134,7 @@ def plan(args, comm, load_config, overrides):
         return settings, new_output_dir(settings, args.output, comm), None
     settings = load_config() if args.config else None
     hint_dir = args.output or (settings.output.dir if settings else None)
-    path, problem = None, None
-    if comm.rank == 0:
-        try:
-            path = resolve_restart_path(args.restart, hint_dir)
-        except ConfigError as exc:
-            problem = str(exc)
-    path, problem = comm.bcast((path, problem), root=0)
-    if problem:
-        raise ConfigError(problem)
+    path = root_decides(comm, resolve_restart_path, args.restart, hint_dir)
     info = inspect_checkpoint(path, comm)
     if settings is None:
         settings = settings_from_checkpoint(info, overrides)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import ConfigError
-from ..parallel.mpi import MPI
+from ..parallel.mpi import MPI, root_decides
 
 FORMAT = "solver-checkpoint"
 FORMAT_VERSION = 1
@@ -303,16 +303,7 @@ def _inspect_serial(path) -> CheckpointInfo:
 
 def inspect_checkpoint(path, comm) -> CheckpointInfo:
     """Rank 0 opens and checks the file; every rank gets the verdict."""
-    info, problem = None, None
-    if comm.rank == 0:
-        try:
-            info = _inspect_serial(path)
-        except ConfigError as exc:
-            problem = str(exc)
-    info, problem = comm.bcast((info, problem), root=0)
-    if problem:
-        raise ConfigError(problem)
-    return info
+    return root_decides(comm, _inspect_serial, path)
 
 
 def read_blocks(path, comm, requests) -> list[np.ndarray]:
@@ -377,16 +368,7 @@ def _read_particles_serial(path):
 def read_particles(path, comm):
     """(position, velocity, mass) of all particles in id order, on every rank;
     rank 0 reads and checks the file (ConfigError on every rank if it is bad)."""
-    data, problem = None, None
-    if comm.rank == 0:
-        try:
-            data = _read_particles_serial(path)
-        except ConfigError as exc:
-            problem = str(exc)
-    data, problem = comm.bcast((data, problem), root=0)
-    if problem:
-        raise ConfigError(problem)
-    return data
+    return root_decides(comm, _read_particles_serial, path)
 
 
 def read_heat_field(path, comm, shape, where) -> np.ndarray:

@@ -74,6 +74,21 @@ def agree(comm, fn, *args, **kwargs):
     return result
 
 
+def root_decides(comm, fn, *args):
+    """Call ``fn`` on rank 0 only (file system checks, reading a small file)
+    and give every rank its result, or the same ConfigError."""
+    result, problem = None, None
+    if comm.rank == 0:
+        try:
+            result = fn(*args)
+        except ConfigError as exc:
+            problem = str(exc)
+    result, problem = comm.bcast((result, problem), root=0)
+    if problem:
+        raise ConfigError(problem)
+    return result
+
+
 def abort(code: int = 1) -> None:
     """End every rank of the job now (MPI_Abort when there is more than one)."""
     sys.stdout.flush()
