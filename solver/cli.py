@@ -179,7 +179,20 @@ def cmd_info(args, comm) -> int:
     log(f"h5py {h5py.__version__}, HDF5 {h5py.version.hdf5_version}, MPI support: {h5py.get_config().mpi}")
     for name, (ok, why) in status().items():
         log(f"backend {name}: {'available' if ok else 'unavailable (' + why + ')'}")
+    log(f"GPUs: {_gpus()}")
     return 0
+
+
+def _gpus() -> str:
+    import shutil
+    import subprocess
+    if not shutil.which("nvidia-smi"):
+        return "none found (no nvidia-smi on PATH)"
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"nvidia-smi failed: {exc}"
+    return "; ".join(out.splitlines()) or "none found"
 
 
 def main(argv=None) -> int:

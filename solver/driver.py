@@ -148,6 +148,16 @@ class _Agreement:
         return int(flags[0]), int(flags[1])
 
 
+def _earlier_timings(model) -> dict:
+    """Seconds per phase spent before the restart checkpoint (the run so far)."""
+    import json
+    restart = getattr(model, "restart", None)
+    try:
+        return {k: float(v) for k, v in json.loads(restart.attrs.get("timings", "{}")).items()} if restart else {}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
 def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -> dict:
     """Advance ``model`` to its end step (or until asked to stop), writing
     checkpoints on the way; returns a summary.  Collective."""
@@ -181,10 +191,13 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
         progress.line(diag)
         return diag
 
+    earlier = _earlier_timings(model)
+
     def checkpoint():
         with timers("output"):
             attrs = model.checkpoint_attrs()
-            attrs["timings"] = timings_json({**timers.seconds, "writing": writer.seconds})
+            now = {**timers.seconds, "writing": writer.seconds}
+            attrs["timings"] = timings_json({k: now.get(k, 0.0) + earlier.get(k, 0.0) for k in {*now, *earlier}})
             writer.submit(model.step_count, attrs, model.checkpoint_datasets())
 
     def status(state):
