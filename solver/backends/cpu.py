@@ -71,75 +71,57 @@ if numba is not None:
                     t2 = ((wm[k] + wp[k]) - 2.0 * u) * c2
                     out[k] = ((t0 + t1) + t2) + u
 
-    @njit(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
-    def _accel_fast(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, out, tile):
-        """Softened forces (eps2 >= 1e-30, so r2 > 0 always): branch-free, vectorised."""
-        ni, nj = xi.shape[0], xj.shape[0]
-        a = 0
-        while a < nj:
-            b = min(nj, (j0 + a) // tile * tile + tile - j0)
-            tx, ty, tz, tm = xj[a:b], yj[a:b], zj[a:b], mj[a:b]   # loops from 0 vectorise better
-            for i in range(ni):
-                px, py, pz = xi[i], yi[i], zi[i]
-                ax = 0.0
-                ay = 0.0
-                az = 0.0
-                for j in range(b - a):
-                    dx = tx[j] - px
-                    dy = ty[j] - py
-                    dz = tz[j] - pz
-                    r2 = dx * dx + dy * dy + dz * dz + eps2
-                    # 1/sqrt(r2): single-precision estimate, two Newton steps in double
-                    # (relative error ~4e-16; needs 1e-30 <= r2 < 3e38)
-                    inv = np.float64(np.float32(1.0) / np.sqrt(np.float32(r2)))
-                    h = 0.5 * r2
-                    inv = inv * (1.5 - h * inv * inv)
-                    inv = inv * (1.5 - h * inv * inv)
-                    w = tm[j] * inv * inv * inv
-                    ax += w * dx
-                    ay += w * dy
-                    az += w * dz
-                out[i, 0] += G * ax
-                out[i, 1] += G * ay
-                out[i, 2] += G * az
-            a = b
-        return 0
+    def _make_accel(softened):
+        """A force kernel over tiles of sources, vectorised per tile (loops over
+        a slice from 0).  ``softened`` (eps2 >= 1e-30, so r2 > 0 always): 1/sqrt
+        from a single-precision estimate and two Newton steps in double
+        (relative error ~4e-16, needs r2 < 3e38), no guard.  Otherwise the exact
+        divide and square root, with pairs at r = 0 zeroed by a select and
+        counted (self-pairs excepted)."""
+        @njit(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+        def accel(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, out, tile):
+            ni, nj = xi.shape[0], xj.shape[0]
+            bad = 0
+            a = 0
+            while a < nj:
+                b = min(nj, (j0 + a) // tile * tile + tile - j0)
+                tx, ty, tz, tm = xj[a:b], yj[a:b], zj[a:b], mj[a:b]
+                for i in range(ni):
+                    px, py, pz = xi[i], yi[i], zi[i]
+                    ax = 0.0
+                    ay = 0.0
+                    az = 0.0
+                    zeros = 0
+                    for j in range(b - a):
+                        dx = tx[j] - px
+                        dy = ty[j] - py
+                        dz = tz[j] - pz
+                        r2 = dx * dx + dy * dy + dz * dz + eps2
+                        if softened:
+                            inv = np.float64(np.float32(1.0) / np.sqrt(np.float32(r2)))
+                            h = 0.5 * r2
+                            inv = inv * (1.5 - h * inv * inv)
+                            inv = inv * (1.5 - h * inv * inv)
+                            w = tm[j] * inv * inv * inv
+                        else:
+                            inv = 1.0 / math.sqrt(r2)
+                            w = tm[j] * inv * inv * inv if r2 > 0.0 else 0.0
+                            zeros += 1 if r2 == 0.0 else 0
+                        ax += w * dx
+                        ay += w * dy
+                        az += w * dz
+                    if zeros:
+                        own = i0 + i - j0
+                        bad += zeros - (1 if a <= own < b else 0)
+                    out[i, 0] += G * ax
+                    out[i, 1] += G * ay
+                    out[i, 2] += G * az
+                a = b
+            return bad
+        return accel
 
-    @njit(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
-    def _accel_exact(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, out, tile):
-        """Forces without (or with tiny) softening: pairs at r = 0 are zeroed by
-        a select and counted, self-pairs excepted."""
-        ni, nj = xi.shape[0], xj.shape[0]
-        bad = 0
-        a = 0
-        while a < nj:
-            b = min(nj, (j0 + a) // tile * tile + tile - j0)
-            tx, ty, tz, tm = xj[a:b], yj[a:b], zj[a:b], mj[a:b]
-            for i in range(ni):
-                px, py, pz = xi[i], yi[i], zi[i]
-                ax = 0.0
-                ay = 0.0
-                az = 0.0
-                zeros = 0
-                for j in range(b - a):
-                    dx = tx[j] - px
-                    dy = ty[j] - py
-                    dz = tz[j] - pz
-                    r2 = dx * dx + dy * dy + dz * dz + eps2
-                    inv = 1.0 / math.sqrt(r2)
-                    w = tm[j] * inv * inv * inv if r2 > 0.0 else 0.0
-                    zeros += 1 if r2 == 0.0 else 0
-                    ax += w * dx
-                    ay += w * dy
-                    az += w * dz
-                if zeros:
-                    own = i0 + i - j0
-                    bad += zeros - (1 if a <= own < b else 0)
-                out[i, 0] += G * ax
-                out[i, 1] += G * ay
-                out[i, 2] += G * az
-            a = b
-        return bad
+    _accel_fast = _make_accel(True)
+    _accel_exact = _make_accel(False)
 
     @njit(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
     def _potential(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, phi, tile):
