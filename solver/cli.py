@@ -13,7 +13,6 @@ from . import __version__
 from .config import ConfigError, load_settings
 
 COMMANDS = ("run", "info", "plot", "bench")
-DEFAULT_NP_HINT = "mpiexec -n 8 python -m solver"
 
 
 class _Parser(argparse.ArgumentParser):

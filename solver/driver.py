@@ -106,13 +106,12 @@ class DiagnosticsLog:
         self.path, self.root, self.columns = path, comm.rank == 0, None
 
     def append(self, diag):
+        """A row; the header too when the file is new (a restart appends to the run's file)."""
         if not self.root:
             return
-        new = self.columns is None
-        if new:
-            self.columns = list(diag)
-        with open(self.path, "a" if not new or os.path.exists(self.path) else "w") as fh:
-            if new and fh.tell() == 0:
+        self.columns = self.columns or list(diag)
+        with open(self.path, "a") as fh:
+            if fh.tell() == 0:
                 fh.write(",".join(self.columns) + "\n")
             fh.write(",".join(repr(float(diag.get(c, float("nan")))) for c in self.columns) + "\n")
 

@@ -106,21 +106,20 @@ def _show(v):
     return list(v) if isinstance(v, tuple) else repr(v)
 
 
-def new_output_dir(settings, requested, comm) -> str:
-    """A fresh run's directory: never one that already holds a run."""
-    stamp = comm.bcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), root=0)
+def _fresh_dir(settings, requested) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     directory = requested or settings.output.dir or os.path.join("runs", f"{settings.name}-{stamp}")
-    problem = None
-    if comm.rank == 0:
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            problem = f"--output: {directory} exists and is not a directory"
-        elif list_checkpoints(os.path.join(directory, "checkpoints")):
-            problem = (f"--output: {directory} already holds checkpoints of another run; continue it with "
-                       f"--restart latest, or choose a new output directory (nothing was changed)")
-    problem = comm.bcast(problem, root=0)
-    if problem:
-        raise ConfigError(problem)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"--output: {directory} exists and is not a directory")
+    if list_checkpoints(os.path.join(directory, "checkpoints")):
+        raise ConfigError(f"--output: {directory} already holds checkpoints of another run; continue it with "
+                          f"--restart latest, or choose a new output directory (nothing was changed)")
     return directory
+
+
+def new_output_dir(settings, requested, comm) -> str:
+    """A fresh run's directory (rank 0 decides): never one that already holds a run."""
+    return root_decides(comm, _fresh_dir, settings, requested)
 
 
 def plan(args, comm, load_config, overrides):

@@ -15,8 +15,8 @@ import datetime
 import json
 import os
 import re
+import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import h5py
@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import ConfigError
-from ..parallel.mpi import MPI, root_decides
+from ..parallel.mpi import MPI, emit, root_decides
 
 FORMAT = "solver-checkpoint"
 FORMAT_VERSION = 1
@@ -240,7 +240,8 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     else:
         global _slow_write_warned
         if comm.size > 1 and comm.rank == 0 and not _slow_write_warned and not h5py.get_config().mpi:
-            warnings.warn("h5py has no MPI support: checkpoints are gathered through rank 0 (slower)")
+            emit(sys.stderr, "solver: warning: h5py has no MPI support: checkpoints are gathered "
+                             "through rank 0 (slower)\n")
             _slow_write_warned = True
         _write_gathered(partial, comm, step, created, attrs, datasets)
     _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
@@ -272,21 +273,21 @@ class CheckpointInfo:
     dtypes: dict
 
 
-def _inspect_serial(path) -> CheckpointInfo:
+def _inspect_serial(path, what) -> CheckpointInfo:
     if not os.path.exists(path):
-        raise ConfigError(f"--restart: {path} does not exist")
+        raise ConfigError(f"{what}: {path} does not exist")
     if not os.path.isfile(path):
-        raise ConfigError(f"--restart: {path} is not a file")
+        raise ConfigError(f"{what}: {path} is not a file")
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: f.attrs[k] for k in f.attrs}
             if attrs.get("format") != FORMAT:
-                raise ConfigError(f"--restart: {path} is not a solver checkpoint (no format = '{FORMAT}' attribute)")
+                raise ConfigError(f"{what}: {path} is not a solver checkpoint (no format = '{FORMAT}' attribute)")
             missing = [k for k in REQUIRED_ATTRS if k not in attrs]
             if missing:
-                raise ConfigError(f"--restart: {path} lacks the attributes {', '.join(missing)} (damaged checkpoint)")
+                raise ConfigError(f"{what}: {path} lacks the attributes {', '.join(missing)} (damaged checkpoint)")
             if int(attrs["format_version"]) > FORMAT_VERSION:
-                raise ConfigError(f"--restart: {path} has format_version {attrs['format_version']}, "
+                raise ConfigError(f"{what}: {path} has format_version {attrs['format_version']}, "
                                   f"newer than this solver reads ({FORMAT_VERSION}); upgrade solver")
             shapes, dtypes = {}, {}
 
@@ -295,15 +296,16 @@ def _inspect_serial(path) -> CheckpointInfo:
                     shapes[name], dtypes[name] = tuple(obj.shape), obj.dtype.str
             f.visititems(visit)
     except OSError as exc:
-        raise ConfigError(f"--restart: {path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from None
+        raise ConfigError(f"{what}: {path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from None
     clean = {k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v)
              for k, v in attrs.items()}
     return CheckpointInfo(path, clean, shapes, dtypes)
 
 
-def inspect_checkpoint(path, comm) -> CheckpointInfo:
-    """Rank 0 opens and checks the file; every rank gets the verdict."""
-    return root_decides(comm, _inspect_serial, path)
+def inspect_checkpoint(path, comm, what="--restart") -> CheckpointInfo:
+    """Rank 0 opens and checks the file; every rank gets the verdict.  ``what``
+    names the argument or key the path came from, in error messages."""
+    return root_decides(comm, _inspect_serial, path, what)
 
 
 def read_blocks(path, comm, requests) -> list[np.ndarray]:
@@ -374,10 +376,7 @@ def read_particles(path, comm):
 def read_heat_field(path, comm, shape, where) -> np.ndarray:
     """This rank's block ``where`` of ``/heat/u`` from a checkpoint file;
     ConfigError when the file is missing, not ours, or of another shape."""
-    try:
-        info = inspect_checkpoint(path, comm)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--restart:", "heat.file:")) from None
+    info = inspect_checkpoint(path, comm, "heat.file")
     if info.shapes.get("heat/u") != tuple(shape):
         found = info.shapes.get("heat/u")
         raise ConfigError(f"heat.file: {path} holds /heat/u of shape {list(found) if found else 'none'}, "

@@ -12,6 +12,7 @@ from ..io.checkpoint import Dataset
 from ..parallel.cart import decompose
 from ..parallel.halo import HaloExchange
 from . import initial as ic
+from .clock import Clock, Clocked, fit_end, timed
 
 
 def stability_limit(heat) -> float:
@@ -32,15 +33,7 @@ def resolve_time(settings, restart=None):
             raise ConfigError(
                 f"time.dt: {dt:g} is above the stability limit {limit:.6g} of the explicit "
                 f"scheme for this grid and diffusivity; use time.dt <= {limit:.6g} or time.dt = 'auto'")
-    steps = t.steps
-    if t.t_end is not None:
-        if restart is None:
-            steps = max(1, math.ceil(t.t_end / dt - 1e-9))
-            dt = t.t_end / steps
-        else:
-            left = t.t_end - float(restart.attrs["time"])
-            steps = int(restart.attrs["step"]) + max(0, math.ceil(left / dt - 1e-9))
-    return dt, steps
+    return fit_end(t, dt, restart)
 
 
 def interior_box(local_shape):
@@ -63,14 +56,16 @@ def border_boxes(local_shape):
     return boxes
 
 
-class HeatModel:
+class HeatModel(Clocked):
     """One rank's block of the temperature field, padded with one ghost layer."""
     kind = "heat"
+    work_name = "cell updates"
 
     def __init__(self, settings, comm, backend, restart=None):
         self.settings, self.heat, self.backend = settings, settings.heat, backend
         self.restart = restart
-        self.dt, self.end_step = resolve_time(settings, restart)
+        self.clock = Clock()
+        self.clock.dt, self.end_step = resolve_time(settings, restart)
         self.decomp = decompose(comm, self.heat.shape, self.heat.boundary == "periodic")
         self.comm = self.decomp.comm
         n = self.decomp.local_shape
@@ -82,8 +77,7 @@ class HeatModel:
         self._interior = interior_box(n)
         self._border = border_boxes(n)
         self._inner = tuple(slice(1, k + 1) for k in n)
-        self.step_count, self.time = 0, 0.0
-        self._basis = (0, 0.0)   # (step, time) from which time = t0 + (step - s0) dt counts
+        self._walls = self._wall_slices()
         self._mode = None        # the sine start's shape, kept for the error diagnostic
         self._lent = None        # the state buffer a checkpoint writer is reading
         self._spare = None
@@ -94,10 +88,7 @@ class HeatModel:
         if self.restart is not None:
             from ..io.checkpoint import read_blocks
             local = read_blocks(self.restart.path, self.comm, [("heat/u", self.decomp.global_slices)])[0]
-            step, t = int(self.restart.attrs["step"]), float(self.restart.attrs["time"])
-            self.step_count, self.time = step, t
-            if self.dt != float(self.restart.attrs["dt"]):
-                self._basis = (step, t)
+            self.clock.resume(self.restart)
         elif self.heat.initial == "file":
             from ..io.checkpoint import read_heat_field
             local = read_heat_field(self.heat.file, self.comm, self.heat.shape, self.decomp.global_slices)
@@ -115,33 +106,37 @@ class HeatModel:
         return np.ascontiguousarray(self.backend.to_host(self._u)[self._inner])
 
     # --- time stepping -----------------------------------------------------
-    def _apply_walls(self, u):
-        """Ghost values at physical walls: mirror about the wall face."""
-        b = self.heat.boundary
-        if b == "periodic":
-            return
+    def _wall_slices(self):
+        """(ghost layer, edge layer) of the padded block at each physical wall."""
+        if self.heat.boundary == "periodic":
+            return []
         n = self.decomp.local_shape
+        walls = []
         for d in range(self.decomp.ndim):
             for side, ghost, edge in ((0, 0, 1), (1, n[d] + 1, n[d])):
-                if not self.decomp.at_wall(d, side):
-                    continue
-                g = tuple(slice(ghost, ghost + 1) if e == d else slice(1, k + 1) for e, k in enumerate(n))
-                s = tuple(slice(edge, edge + 1) if e == d else slice(1, k + 1) for e, k in enumerate(n))
-                if b == "dirichlet":      # (ghost + edge) / 2 = boundary value at the face
-                    u[g] = 2.0 * self.heat.boundary_value - u[s]
-                else:                     # neumann: zero flux through the face
-                    u[g] = u[s]
+                if self.decomp.at_wall(d, side):
+                    walls.append(tuple(tuple(slice(i, i + 1) if e == d else slice(1, k + 1)
+                                             for e, k in enumerate(n)) for i in (ghost, edge)))
+        return walls
+
+    def _apply_walls(self, u):
+        """Ghost values at physical walls: mirror about the wall face."""
+        for g, s in self._walls:
+            if self.heat.boundary == "dirichlet":   # (ghost + edge) / 2 = boundary value at the face
+                u[g] = 2.0 * self.heat.boundary_value - u[s]
+            else:                                   # neumann: zero flux through the face
+                u[g] = u[s]
 
     def step(self, timers=None):
         u, out = self._u, self._next
-        with _timed(timers, "halo"):
+        with timed(timers, "halo"):
             self.halo.begin(u)
-        with _timed(timers, "compute"):
+        with timed(timers, "compute"):
             self.backend.heat_update(u, out, self.coeffs, *self._interior)
-        with _timed(timers, "halo"):
+        with timed(timers, "halo"):
             self.halo.finish(u)
             self._apply_walls(u)
-        with _timed(timers, "compute"):
+        with timed(timers, "compute"):
             for lo, hi in self._border:
                 self.backend.heat_update(u, out, self.coeffs, lo, hi)
         if u is self._lent:                  # a writer holds u: step into the spare buffer next
@@ -151,9 +146,7 @@ class HeatModel:
             self._lent = None
         else:
             self._u, self._next = out, u
-        self.step_count += 1
-        s0, t0 = self._basis
-        self.time = t0 + (self.step_count - s0) * self.dt
+        self.clock.tick()
 
     # --- output --------------------------------------------------------------
     def checkpoint_attrs(self) -> dict:
@@ -199,8 +192,6 @@ class HeatModel:
             d["err_max"] = ext[2]
         return d
 
-    work_name = "cell updates"
-
     @property
     def work_per_step(self) -> int:
         return math.prod(self.heat.shape)
@@ -210,23 +201,5 @@ class HeatModel:
         return (f"heat {'x'.join(map(str, h.shape))} ({h.boundary}, {h.initial}) on {self.comm.size} "
                 f"rank{'s' if self.comm.size > 1 else ''} as {'x'.join(map(str, self.decomp.dims))}")
 
-    def health(self) -> int:
-        return 0
-
     def close(self):
         self.halo.free()
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NULL = _Null()
-
-
-def _timed(timers, name):
-    return _NULL if timers is None else timers(name)

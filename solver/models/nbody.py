@@ -17,6 +17,7 @@ from ..io.checkpoint import Dataset
 from ..parallel.mpi import MPI
 from ..parallel.ring import Blocks
 from . import nbody_initial as ic
+from .clock import Clock, Clocked, fit_end, timed
 
 
 def resolve_settings(settings, n_from_file=None):
@@ -27,7 +28,7 @@ def resolve_settings(settings, n_from_file=None):
     return settings
 
 
-class NBodyModel:
+class NBodyModel(Clocked):
     kind = "nbody"
     work_name = "pair interactions"
 
@@ -39,8 +40,7 @@ class NBodyModel:
         self.dtype = np.dtype(self.nb.precision)
         self.blocks = Blocks(comm, self.nb.n)
         self.eps2 = self.nb.softening ** 2
-        self.step_count, self.time = 0, 0.0
-        self._basis = (0, 0.0)   # (step, time) from which time = t0 + (step - s0) dt counts
+        self.clock = Clock()
         self._integrate = INTEGRATORS["leapfrog"]
         self._initial = initial
         self._coincident = 0
@@ -51,7 +51,7 @@ class NBodyModel:
         self.x = np.zeros((c, 3), self.dtype)
         self.v = np.zeros((c, 3), self.dtype)
         self.m = np.zeros(c, self.dtype)
-        self.dt = self.end_step = None
+        self.end_step = None
 
     # --- state -------------------------------------------------------------
     def set_initial(self):
@@ -62,8 +62,6 @@ class NBodyModel:
             where = (slice(s, s + c),)
             x, v, m = read_blocks(self.restart.path, self.comm, [("nbody/position", where),
                                                                  ("nbody/velocity", where), ("nbody/mass", where)])
-            self.step_count = int(self.restart.attrs["step"])
-            self.time = float(self.restart.attrs["time"])
             self.energy0 = self.restart.attrs.get("energy0")
         else:
             pos, vel, mass = self._initial if self._initial is not None else ic.generate(self.nb)
@@ -73,35 +71,25 @@ class NBodyModel:
             raise ConfigError("nbody: the initial positions, velocities or masses are not all finite")
         if (self.m < 0).any():
             raise ConfigError("nbody: masses must be >= 0; the initial masses include negative values")
-        self._global_masses()
+        self.m_all = self.blocks.allgather(self.m)
         self.a = self._accel(self.x)
         self._check_coincident(agreed=True)
-        self.dt, self.end_step = self._resolve_time()
-        if self.restart is not None and self.dt != float(self.restart.attrs["dt"]):
-            self._basis = (self.step_count, self.time)
+        self.clock.dt, self.end_step = self._resolve_time()
+        if self.restart is not None:
+            self.clock.resume(self.restart)
         if self.energy0 is None:
             self.energy0 = self.diagnostics()["energy"]
 
-    def _global_masses(self):
-        self.m_all = self.blocks.allgather(self.m)
-
     def _resolve_time(self):
+        """(dt, end step); "auto": 1% of the dynamical time, or the restart's dt."""
         t = self.settings.time
-        if t.dt == "auto":
-            if self.restart is not None:
-                dt = float(self.restart.attrs["dt"])
-            else:
-                dt = t.safety * 0.01 * self._dynamical_time()
-        else:
+        if t.dt != "auto":
             dt = t.dt
-        steps = t.steps
-        if t.t_end is not None:
-            if self.restart is None:
-                steps = max(1, math.ceil(t.t_end / dt - 1e-9))
-                dt = t.t_end / steps
-            else:
-                steps = self.step_count + max(0, math.ceil((t.t_end - self.time) / dt - 1e-9))
-        return dt, steps
+        elif self.restart is not None:
+            dt = float(self.restart.attrs["dt"])
+        else:
+            dt = t.safety * 0.01 * self._dynamical_time()
+        return fit_end(t, dt, self.restart)
 
     def _dynamical_time(self) -> float:
         """sqrt(R^3 / (G M)) with R the median distance from the centre of mass."""
@@ -117,21 +105,24 @@ class NBodyModel:
         return math.sqrt(radius ** 3 / (self.nb.G * total))
 
     # --- forces ------------------------------------------------------------
-    def _accel(self, x):
-        a = np.zeros_like(x)
-        G = self.nb.G
-        i0 = self.blocks.start
+    def _each_source_block(self, x, visit):
+        """Call ``visit(positions, masses, first_id)`` for the sources: once with
+        every body (allgather, or a single rank), or block by block round the ring."""
         if self.nb.decomposition == "allgather" or self.comm.size == 1:
-            with _timed(self._timers, "exchange"):
+            with timed(self._timers, "exchange"):
                 xs = self.blocks.allgather(x) if self.comm.size > 1 else x
-            self._coincident += self.backend.nbody_accel(x, xs, self.m_all, 0, self.eps2, G, a, i0=i0)
+            visit(xs, self.m_all, 0)
         else:
             packed = np.concatenate([x, self.m[:, None]], axis=1)
+            self.blocks.ring(packed, lambda block, j0: visit(block[:, :3], block[:, 3], j0))
 
-            def visit(block, j0):
-                self._coincident += self.backend.nbody_accel(x, block[:, :3], block[:, 3], j0, self.eps2, G, a,
-                                                             i0=i0)
-            self.blocks.ring(packed, visit)
+    def _accel(self, x):
+        a = np.zeros_like(x)
+
+        def visit(xs, ms, j0):
+            self._coincident += self.backend.nbody_accel(x, xs, ms, j0, self.eps2, self.nb.G, a,
+                                                         i0=self.blocks.start)
+        self._each_source_block(x, visit)
         return a
 
     def _check_coincident(self, agreed=False):
@@ -145,34 +136,22 @@ class NBodyModel:
                 raise ConfigError(message)
             raise FloatingPointError(message + f" (at step {self.step_count})")
 
-    def health(self) -> int:
-        """Non-zero when this rank has met an infinite force since the last check."""
-        return int(self._coincident > 0)
-
     def step(self, timers=None):
         self._timers = timers
-        with _timed(timers, "compute"):
+        with timed(timers, "compute"):
             self.a = self._integrate(self.x, self.v, self.a, self.dt, self._accel)
         self._timers = None
-        self.step_count += 1
-        s0, t0 = self._basis
-        self.time = t0 + (self.step_count - s0) * self.dt
+        self.clock.tick()
 
     # --- diagnostics (collective) ------------------------------------------
     def diagnostics(self) -> dict:
         self._check_coincident()
         x, v, m = (arr.astype(np.float64) for arr in (self.x, self.v, self.m))
-        G, i0 = self.nb.G, self.blocks.start
-        if self.nb.decomposition == "allgather" or self.comm.size == 1:
-            xs = self.blocks.allgather(self.x) if self.comm.size > 1 else self.x
-            phi = self.backend.nbody_potential(self.x, xs, self.m_all, 0, i0, self.eps2, G)
-        else:
-            phi = np.zeros(len(x))
-            packed = np.concatenate([self.x, self.m[:, None]], axis=1)
+        phi = np.zeros(len(x))
 
-            def visit(block, j0):
-                phi[:] += self.backend.nbody_potential(self.x, block[:, :3], block[:, 3], j0, i0, self.eps2, G)
-            self.blocks.ring(packed, visit)
+        def visit(xs, ms, j0):
+            phi[:] += self.backend.nbody_potential(self.x, xs, ms, j0, self.blocks.start, self.eps2, self.nb.G)
+        self._each_source_block(self.x, visit)
         sums = np.zeros(12)
         sums[0] = 0.5 * np.sum(m * np.einsum("ij,ij->i", v, v))
         sums[1] = 0.5 * np.sum(m * phi)
@@ -217,15 +196,3 @@ class NBodyModel:
 
     def close(self):
         pass
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _timed(timers, name):
-    return _Null() if timers is None else timers(name)

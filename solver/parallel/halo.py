@@ -43,25 +43,18 @@ class HaloExchange:
                 requests.append(decomp.comm.Recv_init(rbuf, source=nbr, tag=recv_tag))
                 requests.append(decomp.comm.Send_init(sbuf, dest=nbr, tag=send_tag))
         self._requests = requests
-        self._active = False
 
     def begin(self, padded: np.ndarray) -> None:
         for buf, where in self._sends:
             np.copyto(buf, padded[where])
         if self._requests:
             MPI.Prequest.Startall(self._requests)
-        self._active = True
 
     def finish(self, padded: np.ndarray) -> None:
         if self._requests:
             MPI.Request.Waitall(self._requests)
-        self._active = False
         for buf, where in self._recvs:
             padded[where] = buf
-
-    def exchange(self, padded: np.ndarray) -> None:
-        self.begin(padded)
-        self.finish(padded)
 
     def free(self) -> None:
         for req in self._requests:
