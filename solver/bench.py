@@ -35,15 +35,16 @@ def _timed_run(comm, directory, overrides):
     return seconds, summary, model
 
 
-def bench_io(comm, shape, steps, every, scratch, repeats=3):
-    base = [f"heat.shape={list(shape)}", f"time.steps={steps}", "output.log_every=1000000", "output.keep=2"]
+def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
+    base = [f"heat.shape={list(shape)}", f"time.steps={steps}", "output.log_every=1000000", "output.keep=2",
+            f"backend.name={backend}"]
     cases = {
         "final state only": base + ["output.checkpoint_every=0"],
         "synchronous": base + [f"output.checkpoint_every={every}", "output.background=false"],
         "background": base + [f"output.checkpoint_every={every}", "output.background=true"],
     }
     log(f"bench io: heat {'x'.join(map(str, shape))}, {steps} steps, checkpoint every {every} steps "
-        f"(fsync on each), {comm.size} ranks, median of {repeats}")
+        f"(fsync on each), {comm.size} ranks, backend {backend}, median of {repeats}")
     times = {name: [] for name in cases}
     for _ in range(repeats):                      # interleaved, so drifts hit every case alike
         for name, overrides in cases.items():
@@ -93,5 +94,5 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3):
 
 def cmd_bench(args, comm) -> int:
     shape = tuple(int(n) for n in str(args.shape).split(","))
-    bench_io(comm, shape, args.steps, args.every, args.dir)
+    bench_io(comm, shape, args.steps, args.every, args.dir, backend=args.backend)
     return 0

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=200)
     b.add_argument("--every", type=int, default=10)
     b.add_argument("--dir", default="runs/bench-io", help="scratch directory (emptied)")
+    b.add_argument("--backend", default="auto", help="compute backend of the stepping (default: auto)")
     return p
 
 

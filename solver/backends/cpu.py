@@ -36,7 +36,7 @@ def available():
 if numba is not None:
     # Rows are taken as 1-D views shifted by one cell, so the inner loop has
     # no index arithmetic that could wrap around: LLVM vectorises it.
-    @njit(cache=True, boundscheck=False)
+    @njit(cache=True, nogil=True, boundscheck=False)
     def _row(um, up, ul, ur, u0, out, n, c0, c1):
         for j in range(n):
             u = u0[j]
@@ -44,14 +44,14 @@ if numba is not None:
             t1 = ((ul[j] + ur[j]) - 2.0 * u) * c1
             out[j] = (t0 + t1) + u
 
-    @njit(cache=True, boundscheck=False)
+    @njit(cache=True, nogil=True, boundscheck=False)
     def _heat2d(src, dst, c0, c1, a0, b0, a1, b1):
         n = b1 - a1
         for i in range(a0 + 1, b0 + 1):
             _row(src[i - 1, a1 + 1:b1 + 1], src[i + 1, a1 + 1:b1 + 1], src[i, a1:b1], src[i, a1 + 2:b1 + 2],
                  src[i, a1 + 1:b1 + 1], dst[i, a1 + 1:b1 + 1], n, c0, c1)
 
-    @njit(cache=True, boundscheck=False)
+    @njit(cache=True, nogil=True, boundscheck=False)
     def _heat3d(src, dst, c0, c1, c2, a0, b0, a1, b1, a2, b2):
         n = b2 - a2
         for i in range(a0 + 1, b0 + 1):
@@ -78,7 +78,7 @@ if numba is not None:
         (relative error ~4e-16, needs r2 < 3e38), no guard.  Otherwise the exact
         divide and square root, with pairs at r = 0 zeroed by a select and
         counted (self-pairs excepted)."""
-        @njit(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+        @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
         def accel(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, out, tile):
             ni, nj = xi.shape[0], xj.shape[0]
             bad = 0
@@ -123,7 +123,7 @@ if numba is not None:
     _accel_fast = _make_accel(True)
     _accel_exact = _make_accel(False)
 
-    @njit(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+    @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
     def _potential(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, phi, tile):
         ni, nj = xi.shape[0], xj.shape[0]
         a = 0
