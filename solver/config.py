@@ -80,7 +80,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "heat": {
         "shape": [128, 128], "extent": None, "diffusivity": 1.0,
         "boundary": "dirichlet", "boundary_value": 0.0, "initial": "sine",
-        "modes": None, "seed": 0, "file": "",
+        "modes": None, "seed": 0, "file": "", "fused_steps": 0,
     },
     "nbody": {
         "n": 1000, "initial": "plummer", "softening": 0.01, "seed": 0,
@@ -109,6 +109,7 @@ class HeatSettings:
     modes: tuple[int, ...]
     seed: int
     file: str
+    fused_steps: int         # steps per halo exchange; 0: the backend's choice
 
     @property
     def ndim(self) -> int:
@@ -300,6 +301,7 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
         boundary=boundary,
         boundary_value=_float("heat.boundary_value", h["boundary_value"]),
         initial=initial, modes=modes, seed=_int("heat.seed", h["seed"], lo=0), file=heat_file,
+        fused_steps=_int("heat.fused_steps", h["fused_steps"], lo=0),
     )
 
     b = c["nbody"]

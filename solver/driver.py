@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .io.checkpoint import write_checkpoint
 from .parallel.mpi import MPI, emit
 
 
@@ -147,6 +146,11 @@ class _Agreement:
         return int(flags[0]), int(flags[1])
 
 
+def _next_multiple(step, every):
+    """The first multiple of ``every`` after ``step`` (never, for 0)."""
+    return (step // every + 1) * every if every else sys.maxsize
+
+
 def _earlier_timings(model) -> dict:
     """Seconds per phase spent before the restart checkpoint (the run so far)."""
     import json
@@ -211,7 +215,10 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
     t0 = _time.perf_counter()
     try:
         while model.step_count < end:
-            model.step(timers)
+            step = model.step_count
+            # up to the next step at which something happens (a model may take several at once)
+            until = min(end, agreement.next_step, _next_multiple(step, log_every), _next_multiple(step, every))
+            model.advance(until - step, timers)
             step = model.step_count
             progress.tick(step, model.time)
             if step % log_every == 0 and step != end:

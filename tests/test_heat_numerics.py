@@ -1,4 +1,5 @@
 """Heat on one rank against analytic solutions and conservation laws."""
+import itertools
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ from mpi4py import MPI
 
 from helpers import gather_field, heat_settings, make_heat, run_to_end
 from solver.config import ConfigError
-from solver.models.heat import HeatModel, border_boxes, interior_box, stability_limit
+from solver.models.heat import HeatModel, split_boxes, stability_limit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,16 +84,22 @@ def test_t_end_lands_exactly():
     assert model.dt <= stability_limit(model.heat)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (2, 7), (5, 5), (3, 1, 4), (6, 5, 4)])
-def test_interior_and_border_cover_every_cell_once(shape):
-    count = np.zeros(shape, int)
-    boxes = border_boxes(shape)
-    lo, hi = interior_box(shape)
-    if all(h > l for l, h in zip(lo, hi)):
-        boxes.append((lo, hi))
-    for lo, hi in boxes:
-        count[tuple(slice(l, h) for l, h in zip(lo, hi))] += 1
-    assert (count == 1).all()
+@pytest.mark.parametrize("width", [1, 3])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (2, 7), (5, 5), (9, 12), (3, 1, 4), (6, 5, 4), (8, 9, 7)])
+def test_interior_and_border_cover_every_cell_once(shape, width):
+    for inner in itertools.product([(False, False), (True, False), (True, True)], repeat=len(shape)):
+        count = np.zeros([n + 2 * width for n in shape], int)
+        interior, boxes = split_boxes(shape, width, inner)
+        for lo, hi in boxes + ([interior] if interior else []):
+            count[tuple(slice(l, h) for l, h in zip(lo, hi))] += 1
+        owned = tuple(slice(width, width + n) for n in shape)
+        assert (count[owned] == 1).all() and count.sum() == np.prod(shape)
+        if interior:       # its cells are at least `width` from every side that faces a neighbour
+            for a, (low, high) in enumerate(inner):
+                assert interior[0][a] >= width + (width if low else 0)
+                assert interior[1][a] <= width + shape[a] - (width if high else 0)
+                if low != high:   # border boxes reach `width` cells inwards, never past the wall
+                    assert interior[1][a] - interior[0][a] >= width
 
 
 def test_random_start_is_seeded():

@@ -7,19 +7,20 @@ import pytest
 from mpi4py import MPI
 
 from helpers import gather_field, make_heat, run_to_end
+from solver.backends import status
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
 
 world = MPI.COMM_WORLD
 
 
-def _solve_on_each_rank_count(*overrides):
+def _solve_on_each_rank_count(*overrides, backend="numpy"):
     """{k: global field} on world rank 0 for k = 1..world.size ranks."""
     results = {}
     for k in range(1, world.size + 1):
         sub = world.Split(0 if world.rank < k else MPI.UNDEFINED, world.rank)
         if sub != MPI.COMM_NULL:
-            model = run_to_end(make_heat(sub, *overrides))
+            model = run_to_end(make_heat(sub, *overrides, backend=backend))
             field = gather_field(model)
             if sub.rank == 0:
                 results[k] = field
@@ -34,19 +35,26 @@ def _agree(ok_on_root, message=""):
     assert ok, message
 
 
+# (backend, steps per halo exchange): one step with one ghost layer, several
+# steps with deep halos (edges and corners exchanged), the compiled wavefront
+VARIANTS = [("numpy", 1), ("numpy", 3)] + [("cpu", 0)] * status()["cpu"][0]
+
+
 @pytest.mark.parametrize("boundary", ["dirichlet", "neumann", "periodic"])
 @pytest.mark.parametrize("shape", [[37, 23], [19, 13, 11]])
 def test_bitwise_identical_on_any_rank_count(shape, boundary):
-    results = _solve_on_each_rank_count(f"heat.shape={shape}", f"heat.boundary={boundary}",
-                                        "heat.boundary_value=0.25", "heat.initial=random", "time.steps=25")
+    args = (f"heat.shape={shape}", f"heat.boundary={boundary}", "heat.boundary_value=0.25", "heat.initial=random",
+            "time.steps=25")
+    runs = {(backend, steps): _solve_on_each_rank_count(*args, f"heat.fused_steps={steps}", backend=backend)
+            for backend, steps in VARIANTS}
     ok, message = True, ""
     if world.rank == 0:
-        reference = results[1]
+        reference = runs[VARIANTS[0]][1]
         assert np.isfinite(reference).all()
-        for k, field in results.items():
-            if not np.array_equal(field, reference):
-                ok, message = False, f"{k} ranks differ from 1 rank by {np.abs(field - reference).max()}"
-                break
+        for variant, results in runs.items():
+            for k, field in results.items():
+                if ok and not np.array_equal(field, reference):
+                    ok, message = False, f"{variant} on {k} ranks differs from 1 rank by {np.abs(field - reference).max()}"
     _agree(ok, message)
 
 

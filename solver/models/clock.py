@@ -35,8 +35,8 @@ class Clock:
         if self.dt != float(restart.attrs["dt"]):
             self._basis = (self.step, self.time)
 
-    def tick(self):
-        self.step += 1
+    def tick(self, steps=1):
+        self.step += steps
         s0, t0 = self._basis
         self.time = t0 + (self.step - s0) * self.dt
 
@@ -48,6 +48,9 @@ def timed(timers, name):
 
 class Clocked:
     """Mixin: a model's step count, time and dt, read from its ``clock``."""
+
+    def step(self, timers=None):
+        self.advance(1, timers)
 
     @property
     def step_count(self) -> int:

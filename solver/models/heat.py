@@ -36,24 +36,28 @@ def resolve_time(settings, restart=None):
     return fit_end(t, dt, restart)
 
 
-def interior_box(local_shape):
-    """Cells whose neighbours are all inside the block: computable before the halo arrives."""
-    return tuple(1 for _ in local_shape), tuple(n - 1 for n in local_shape)
-
-
-def border_boxes(local_shape):
-    """Disjoint boxes covering the cells next to a block face (the rest)."""
+def split_boxes(local_shape, width, inner):
+    """(interior box, border boxes) of a block padded by ``width``, in padded
+    indices.  ``inner[a][side]``: that side faces a neighbour, so cells within
+    ``width`` of it wait for the halo; the interior box (None when the block
+    is too thin for one) can be advanced ``width`` steps without it.  The
+    border boxes are disjoint and cover the rest."""
+    lo = [width + (width if inner[a][0] else 0) for a in range(len(local_shape))]
+    hi = [width + n - (width if inner[a][1] else 0) for a, n in enumerate(local_shape)]
+    block_lo, block_hi = [width] * len(local_shape), [width + n for n in local_shape]
+    # A border box reaches ``width`` cells into its neighbouring owned cells;
+    # it must not reach past a wall (whose ghosts only sit at the block edge).
+    room = [hi[a] - lo[a] - (width if inner[a][0] != inner[a][1] else 0) for a in range(len(local_shape))]
+    if any(r < 0 for r in room) or any(h <= l for l, h in zip(lo, hi)):
+        return None, [(tuple(block_lo), tuple(block_hi))]
     boxes = []
-    ndim = len(local_shape)
-    for d in range(ndim):
-        n = local_shape[d]
-        for lo_d, hi_d in ((0, 1), (n - 1, n)) if n > 1 else ((0, 1),):
-            lo = [1 if e < d else 0 for e in range(ndim)]
-            hi = [local_shape[e] - 1 if e < d else local_shape[e] for e in range(ndim)]
-            lo[d], hi[d] = lo_d, hi_d
-            if all(h > l for l, h in zip(lo, hi)):
-                boxes.append((tuple(lo), tuple(hi)))
-    return boxes
+    for d in range(len(local_shape)):
+        for a, b in ((block_lo[d], lo[d]), (hi[d], block_hi[d])):
+            if b > a:
+                box_lo = lo[:d] + [a] + block_lo[d + 1:]
+                box_hi = hi[:d] + [b] + block_hi[d + 1:]
+                boxes.append((tuple(box_lo), tuple(box_hi)))
+    return (tuple(lo), tuple(hi)), boxes
 
 
 class HeatModel(Clocked):
@@ -70,14 +74,17 @@ class HeatModel(Clocked):
         self.comm = self.decomp.comm
         n = self.decomp.local_shape
         self.coeffs = tuple(self.heat.diffusivity * self.dt / h ** 2 for h in self.heat.spacing)
-        padded = tuple(k + 2 for k in n)
+        self.block = self._steps_per_exchange()
+        g = self.block                       # ghost layers: one per step taken between exchanges
+        padded = tuple(k + 2 * g for k in n)
         self._u = backend.zeros(padded)
         self._next = backend.zeros(padded)
-        self.halo = HaloExchange(self.decomp, np.float64)
-        self._interior = interior_box(n)
-        self._border = border_boxes(n)
-        self._inner = tuple(slice(1, k + 1) for k in n)
-        self._walls = self._wall_slices()
+        self.halo = HaloExchange(self.decomp, np.float64, width=g)
+        inner = [[not self.decomp.at_wall(a, side) for side in (0, 1)] for a in range(len(n))]
+        interior, border = split_boxes(n, g, inner)
+        self._boxes = [(box, self._grow(box)) for box in ([interior] if interior else []) + border]
+        self._overlapped = interior is not None   # the first box is computed while the halo travels
+        self._inner = tuple(slice(g, k + g) for k in n)
         self._mode = None        # the sine start's shape, kept for the error diagnostic
         self._lent = None        # the state buffer a checkpoint writer is reading
         self._spare = None
@@ -97,7 +104,7 @@ class HeatModel(Clocked):
         self.set_local(local)
 
     def set_local(self, local: np.ndarray):
-        host = np.zeros(tuple(k + 2 for k in self.decomp.local_shape))
+        host = np.zeros(tuple(k + 2 * self.block for k in self.decomp.local_shape))
         host[self._inner] = local
         self._u = self.backend.from_host(host)
 
@@ -106,39 +113,42 @@ class HeatModel(Clocked):
         return np.ascontiguousarray(self.backend.to_host(self._u)[self._inner])
 
     # --- time stepping -----------------------------------------------------
-    def _wall_slices(self):
-        """(ghost layer, edge layer) of the padded block at each physical wall."""
-        if self.heat.boundary == "periodic":
-            return []
-        n = self.decomp.local_shape
-        walls = []
-        for d in range(self.decomp.ndim):
-            for side, ghost, edge in ((0, 0, 1), (1, n[d] + 1, n[d])):
-                if self.decomp.at_wall(d, side):
-                    walls.append(tuple(tuple(slice(i, i + 1) if e == d else slice(1, k + 1)
-                                             for e, k in enumerate(n)) for i in (ghost, edge)))
-        return walls
+    def _steps_per_exchange(self) -> int:
+        """Steps taken per halo exchange (and ghost layers kept): the backend's
+        choice for the largest block, or heat.fused_steps; never more than the
+        thinnest block that sends to a neighbour, whose halo it fills."""
+        d = self.decomp
+        largest = tuple(-(-n // p) + 2 for n, p in zip(d.global_shape, d.dims))
+        block = self.heat.fused_steps or self.backend.heat_block(largest)
+        for n, p in zip(d.global_shape, d.dims):
+            if p > 1 or d.periodic:
+                block = min(block, n // p)
+        return max(1, block)
 
-    def _apply_walls(self, u):
-        """Ghost values at physical walls: mirror about the wall face."""
-        for g, s in self._walls:
-            if self.heat.boundary == "dirichlet":   # (ghost + edge) / 2 = boundary value at the face
-                u[g] = 2.0 * self.heat.boundary_value - u[s]
-            else:                                   # neumann: zero flux through the face
-                u[g] = u[s]
+    def _grow(self, box):
+        """Per side of a box: True unless the box touches a physical wall there."""
+        g, n = self.block, self.decomp.local_shape
+        return tuple(not (at == edge and self.decomp.at_wall(a, side))
+                     for a in range(len(n))
+                     for side, at, edge in ((0, box[0][a], g), (1, box[1][a], g + n[a])))
 
-    def step(self, timers=None):
+    def advance(self, max_steps, timers=None):
+        """Up to ``self.block`` steps (at most ``max_steps``) per halo exchange."""
+        steps = max(1, min(max_steps, self.block))
         u, out = self._u, self._next
+        h = self.heat
         with timed(timers, "halo"):
             self.halo.begin(u)
-        with timed(timers, "compute"):
-            self.backend.heat_update(u, out, self.coeffs, *self._interior)
+        boxes = iter(self._boxes)
+        if self._overlapped:
+            with timed(timers, "compute"):
+                (lo, hi), grow = next(boxes)
+                self.backend.heat_fused(u, out, self.coeffs, steps, lo, hi, grow, h.boundary, h.boundary_value)
         with timed(timers, "halo"):
             self.halo.finish(u)
-            self._apply_walls(u)
         with timed(timers, "compute"):
-            for lo, hi in self._border:
-                self.backend.heat_update(u, out, self.coeffs, lo, hi)
+            for (lo, hi), grow in boxes:
+                self.backend.heat_fused(u, out, self.coeffs, steps, lo, hi, grow, h.boundary, h.boundary_value)
         if u is self._lent:                  # a writer holds u: step into the spare buffer next
             if self._spare is None:
                 self._spare = self.backend.zeros(u.shape)
@@ -146,7 +156,7 @@ class HeatModel(Clocked):
             self._lent = None
         else:
             self._u, self._next = out, u
-        self.clock.tick()
+        self.clock.tick(steps)
 
     # --- output --------------------------------------------------------------
     def checkpoint_attrs(self) -> dict:

@@ -136,7 +136,8 @@ class NBodyModel(Clocked):
                 raise ConfigError(message)
             raise FloatingPointError(message + f" (at step {self.step_count})")
 
-    def step(self, timers=None):
+    def advance(self, max_steps, timers=None):
+        """One step (direct summation has no reason to take several at once)."""
         self._timers = timers
         with timed(timers, "compute"):
             self.a = self._integrate(self.x, self.v, self.a, self.dt, self._accel)

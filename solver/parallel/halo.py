@@ -1,47 +1,70 @@
-"""Non-blocking halo exchange for a block with one ghost layer per side.
+"""Non-blocking halo exchange for a block with ``width`` ghost layers per side.
 
-``begin`` packs the faces and starts persistent sends and receives;
-``finish`` waits and unpacks into the ghost layers.  Between the two the
-caller updates the cells that need no ghost values, so the messages travel
-while it computes.  The stencils here have no diagonal terms, so only faces
-travel (no edges or corners).
+``begin`` packs the outgoing regions and starts persistent sends and
+receives; ``finish`` waits and unpacks into the ghost layers.  Between the two
+the caller updates the cells that need no ghost values, so the messages travel
+while it computes.  One ghost layer needs only faces (the stencils have no
+diagonal terms); a deeper halo, used to take several steps per exchange, also
+needs the edge and corner regions, which come straight from the diagonal
+neighbours.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
 from .mpi import MPI
 
-# tags: data travelling towards the low / high neighbour along an axis
-_TAG_DOWN, _TAG_UP = 0, 1
+
+def _region(n, width, direction, ghost):
+    """Slice of the padded block next to ``direction`` (-1, 0, +1 per axis):
+    the ghost layers there, or the owned cells that fill a neighbour's."""
+    out = []
+    for size, d in zip(n, direction):
+        if d == 0:
+            out.append(slice(width, width + size))
+        elif d < 0:
+            out.append(slice(0, width) if ghost else slice(width, 2 * width))
+        else:
+            out.append(slice(width + size, size + 2 * width) if ghost else slice(size, size + width))
+    return tuple(out)
 
 
-def _face(local_shape, axis, index):
-    """Slice of the padded block: layer ``index`` along ``axis``, interior elsewhere."""
-    return tuple(slice(index, index + 1) if d == axis else slice(1, n + 1)
-                 for d, n in enumerate(local_shape))
+def _neighbour(decomp, direction):
+    """Rank of the block at ``direction`` from this one, or PROC_NULL past a wall."""
+    coords = []
+    for c, d, dims in zip(decomp.coords, direction, decomp.dims):
+        c += d
+        if not 0 <= c < dims:
+            if not decomp.periodic:
+                return MPI.PROC_NULL
+            c %= dims
+        coords.append(c)
+    return decomp.comm.Get_cart_rank(coords)
 
 
 class HaloExchange:
-    def __init__(self, decomp, dtype):
-        self.decomp = decomp
+    def __init__(self, decomp, dtype, width=1):
         n = decomp.local_shape
+        directions = [d for d in itertools.product((-1, 0, 1), repeat=decomp.ndim)
+                      if any(d) and (width > 1 or sum(map(abs, d)) == 1)]
+        tag = {d: k for k, d in enumerate(itertools.product((-1, 0, 1), repeat=decomp.ndim))}
         self._sends, self._recvs = [], []   # (buffer, slice of padded block)
         requests = []
-        for axis, (low, high) in enumerate(decomp.neighbors):
-            tag = 2 * axis
-            for nbr, send_at, recv_at, send_tag, recv_tag in (
-                    (low, 1, 0, tag + _TAG_DOWN, tag + _TAG_UP),
-                    (high, n[axis], n[axis] + 1, tag + _TAG_UP, tag + _TAG_DOWN)):
-                if nbr == MPI.PROC_NULL:
-                    continue
-                send_slice, recv_slice = _face(n, axis, send_at), _face(n, axis, recv_at)
-                shape = tuple(s.stop - s.start for s in send_slice)
-                sbuf, rbuf = np.empty(shape, dtype), np.empty(shape, dtype)
-                self._sends.append((sbuf, send_slice))
-                self._recvs.append((rbuf, recv_slice))
-                requests.append(decomp.comm.Recv_init(rbuf, source=nbr, tag=recv_tag))
-                requests.append(decomp.comm.Send_init(sbuf, dest=nbr, tag=send_tag))
+        for d in directions:
+            nbr = _neighbour(decomp, d)
+            if nbr == MPI.PROC_NULL:
+                continue
+            send_at, recv_at = _region(n, width, d, ghost=False), _region(n, width, d, ghost=True)
+            shape = tuple(s.stop - s.start for s in send_at)
+            sbuf, rbuf = np.empty(shape, dtype), np.empty(shape, dtype)
+            self._sends.append((sbuf, send_at))
+            self._recvs.append((rbuf, recv_at))
+            # what travels towards d is tagged d; it arrives from the side -d
+            opposite = tuple(-x for x in d)
+            requests.append(decomp.comm.Recv_init(rbuf, source=nbr, tag=tag[opposite]))
+            requests.append(decomp.comm.Send_init(sbuf, dest=nbr, tag=tag[d]))
         self._requests = requests
 
     def begin(self, padded: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Benchmarks.  ``bench io``: what checkpointing costs the step loop, written
+"""``bench io``: what checkpointing costs the step loop, written
 synchronously and from the background writer, and the checkpoint write
 bandwidth against a plain sequential write of the same bytes."""
 from __future__ import annotations
@@ -10,29 +10,8 @@ import time
 
 import numpy as np
 
-from .backends import get_backend
-from .config import load_settings
-from .parallel.mpi import log
-
-
-def _timed_run(comm, directory, overrides):
-    from .driver import run
-    from .models.heat import HeatModel
-    from .triggers import Triggers
-    settings = load_settings(None, "<bench>", overrides)
-    if comm.rank == 0:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(os.path.join(directory, "checkpoints"))
-    comm.Barrier()
-    model = HeatModel(settings, comm, get_backend(settings.backend))
-    model.set_initial()
-    comm.Barrier()
-    t0 = time.perf_counter()
-    summary = run(model, settings, directory, comm, Triggers(), None, quiet=True)
-    comm.Barrier()
-    seconds = time.perf_counter() - t0
-    model.close()
-    return seconds, summary, model
+from ..parallel.mpi import log
+from . import timed_run
 
 
 def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
@@ -48,7 +27,7 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
     times = {name: [] for name in cases}
     for _ in range(repeats):                      # interleaved, so drifts hit every case alike
         for name, overrides in cases.items():
-            seconds, _, model = _timed_run(comm, os.path.join(scratch, "run"), overrides)
+            seconds, _, model = timed_run(comm, os.path.join(scratch, "run"), overrides)
             times[name].append(seconds)
     med = {name: statistics.median(v) for name, v in times.items()}
     base_t = med["final state only"]
@@ -60,7 +39,7 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
         log(f"background adds {bg_add / sync_add:.0%} of what synchronous writing adds (goal: at most 25%)")
 
     # bandwidth: one checkpoint of the final state against a plain write of the same bytes
-    from .io.checkpoint import write_checkpoint
+    from ..io.checkpoint import write_checkpoint
     model.set_initial()
     nbytes = model.work_per_step * 8
     ckpt, plain = [], []
@@ -90,9 +69,3 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
             f"({c:.3f} s), plain tofile {nbytes / p / 1e6:.0f} MB/s ({p:.3f} s): checkpoint at {p / c:.0%} of plain")
         shutil.rmtree(scratch, ignore_errors=True)
     return med
-
-
-def cmd_bench(args, comm) -> int:
-    shape = tuple(int(n) for n in str(args.shape).split(","))
-    bench_io(comm, shape, args.steps, args.every, args.dir, backend=args.backend)
-    return 0
