@@ -18,14 +18,22 @@ class Timers:
 
     def __init__(self):
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self._open = []                 # phases entered and not yet left, innermost last
 
     @contextmanager
     def __call__(self, name):
+        """Time a phase; a phase inside another is not counted twice (the
+        outer one is charged only for its own time)."""
         t0 = _time.perf_counter()
+        self._open.append(name)
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + _time.perf_counter() - t0
+            self._open.pop()
+            spent = _time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + spent
+            if self._open:
+                self.seconds[self._open[-1]] -= spent
 
     def max_over(self, comm) -> dict:
         names = sorted(self.seconds)

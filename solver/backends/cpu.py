@@ -66,36 +66,32 @@ if numba is not None:
         b = hi[axis] + (e if grow[2 * axis + 1] else 0)
         return a, b
 
-    @njit(cache=True, nogil=True, boundscheck=False)
-    def _walls1(row, lo, hi, grow, e, wall, value):
+    def _walls1(slab, lo, hi, grow, e, wall, value):
         """Wall ghosts of one 2-D row along axis 1 (the row's own axis)."""
         a, b = _span(lo, hi, grow, 1, e)
         if not grow[2]:
-            row[a - 1] = 2.0 * value - row[a] if wall == 0 else row[a]
+            slab[a - 1] = 2.0 * value - slab[a] if wall == 0 else slab[a]
         if not grow[3]:
-            row[b] = 2.0 * value - row[b - 1] if wall == 0 else row[b - 1]
+            slab[b] = 2.0 * value - slab[b - 1] if wall == 0 else slab[b - 1]
 
-    @njit(cache=True, nogil=True, boundscheck=False)
-    def _walls2(plane, lo, hi, grow, e, wall, value):
+    def _walls2(slab, lo, hi, grow, e, wall, value):
         """Wall ghosts of one 3-D plane along axes 1 and 2."""
         a1, b1 = _span(lo, hi, grow, 1, e)
         a2, b2 = _span(lo, hi, grow, 2, e)
         for j in range(a1, b1):
             if not grow[4]:
-                plane[j, a2 - 1] = 2.0 * value - plane[j, a2] if wall == 0 else plane[j, a2]
+                slab[j, a2 - 1] = 2.0 * value - slab[j, a2] if wall == 0 else slab[j, a2]
             if not grow[5]:
-                plane[j, b2] = 2.0 * value - plane[j, b2 - 1] if wall == 0 else plane[j, b2 - 1]
+                slab[j, b2] = 2.0 * value - slab[j, b2 - 1] if wall == 0 else slab[j, b2 - 1]
         if not grow[2]:
-            _mirror(plane[a1 - 1, a2:b2], plane[a1, a2:b2], wall, value)
+            _mirror(slab[a1 - 1, a2:b2], slab[a1, a2:b2], wall, value)
         if not grow[3]:
-            _mirror(plane[b1, a2:b2], plane[b1 - 1, a2:b2], wall, value)
+            _mirror(slab[b1, a2:b2], slab[b1 - 1, a2:b2], wall, value)
 
-    @njit(cache=True, nogil=True, boundscheck=False)
     def _slab1(um, uc, up, out, lo, hi, grow, e, c):
         a, b = _span(lo, hi, grow, 1, e)
         _row(um[a:b], up[a:b], uc[a - 1:b - 1], uc[a + 1:b + 1], uc[a:b], out[a:b], b - a, c[0], c[1])
 
-    @njit(cache=True, nogil=True, boundscheck=False)
     def _slab2(um, uc, up, out, lo, hi, grow, e, c):
         a1, b1 = _span(lo, hi, grow, 1, e)
         a, b = _span(lo, hi, grow, 2, e)
@@ -103,13 +99,11 @@ if numba is not None:
             _row3(um[j, a:b], up[j, a:b], uc[j - 1, a:b], uc[j + 1, a:b], uc[j, a - 1:b - 1], uc[j, a + 1:b + 1],
                   uc[j, a:b], out[j, a:b], b - a, c[0], c[1], c[2])
 
-    @njit(cache=True, nogil=True, boundscheck=False)
     def _faces1(ghost, edge, lo, hi, grow, e, wall, value):
         """The ghost row beyond an axis-0 wall, from the edge row."""
         a, b = _span(lo, hi, grow, 1, e)
         _mirror(ghost[a:b], edge[a:b], wall, value)
 
-    @njit(cache=True, nogil=True, boundscheck=False)
     def _faces2(ghost, edge, lo, hi, grow, e, wall, value):
         """The ghost plane beyond an axis-0 wall, from the edge plane."""
         a1, b1 = _span(lo, hi, grow, 1, e)
@@ -117,7 +111,31 @@ if numba is not None:
         for j in range(a1, b1):
             _mirror(ghost[j, a:b], edge[j, a:b], wall, value)
 
-    def _make_wavefront(slab, walls, faces):
+    # One sweep for 2-D and 3-D: these pick the row (2-D) or plane (3-D)
+    # version by the slab's dimension when the sweep is compiled.
+    def _slab(um, uc, up, out, lo, hi, grow, e, c):
+        """Level s of one slab (row or plane) from level s - 1's three."""
+
+    def _walls(slab, lo, hi, grow, e, wall, value):
+        """Wall ghosts inside one slab."""
+
+    def _faces(ghost, edge, lo, hi, grow, e, wall, value):
+        """The ghost slab beyond an axis-0 wall, from the edge slab."""
+
+    @numba.extending.overload(_slab)
+    def _slab_by_ndim(um, uc, up, out, lo, hi, grow, e, c):
+        return (_slab1 if um.ndim == 1 else _slab2)
+
+    @numba.extending.overload(_walls)
+    def _walls_by_ndim(slab, lo, hi, grow, e, wall, value):
+        return (_walls1 if slab.ndim == 1 else _walls2)
+
+    @numba.extending.overload(_faces)
+    def _faces_by_ndim(ghost, edge, lo, hi, grow, e, wall, value):
+        return (_faces1 if ghost.ndim == 1 else _faces2)
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _sweep(src, dst, ring, c, steps, lo, hi, grow, wall, value):
         """``steps`` FTCS steps in one sweep along axis 0 (a wavefront): at sweep
         position r, level s computes slab r - s + 1 from level s - 1, whose
         slabs live in a ring of four per level, so each cell goes to and from
@@ -129,38 +147,32 @@ if numba is not None:
         the side is a wall whose ghosts are rebuilt from each level's edge.
         Every cell sees the reference's arithmetic on the same inputs, so the
         result is bitwise the step-by-step result."""
-        @njit(cache=True, nogil=True, boundscheck=False)
-        def sweep(src, dst, ring, c, steps, lo, hi, grow, wall, value):
-            e = steps - 1
-            first = lo[0] - (e if grow[0] else 0)
-            for i in range(first, hi[0] + (e if grow[1] else 0)):      # level 0's wall ghosts
-                walls(src[i], lo, hi, grow, e, wall, value)
-            if not grow[0]:
-                faces(src[lo[0] - 1], src[lo[0]], lo, hi, grow, e, wall, value)
-            if not grow[1]:
-                faces(src[hi[0]], src[hi[0] - 1], lo, hi, grow, e, wall, value)
-            for r in range(first, hi[0] + steps - 1):
-                for s in range(1, steps + 1):
-                    e = steps - s
-                    i = r - s + 1
-                    if i < lo[0] - (e if grow[0] else 0) or i >= hi[0] + (e if grow[1] else 0):
-                        continue
-                    if s == 1:
-                        um, uc, up = src[i - 1], src[i], src[i + 1]
-                    else:
-                        um, uc, up = ring[s - 2, (i - 1) & 3], ring[s - 2, i & 3], ring[s - 2, (i + 1) & 3]
-                    out = dst[i] if s == steps else ring[s - 1, i & 3]
-                    slab(um, uc, up, out, lo, hi, grow, e, c)
-                    if s < steps:
-                        walls(out, lo, hi, grow, e, wall, value)
-                        if i == lo[0] and not grow[0]:
-                            faces(ring[s - 1, (i - 1) & 3], out, lo, hi, grow, e, wall, value)
-                        if i == hi[0] - 1 and not grow[1]:
-                            faces(ring[s - 1, (i + 1) & 3], out, lo, hi, grow, e, wall, value)
-        return sweep
-
-    _sweep2d = _make_wavefront(_slab1, _walls1, _faces1)
-    _sweep3d = _make_wavefront(_slab2, _walls2, _faces2)
+        e = steps - 1
+        first = lo[0] - (e if grow[0] else 0)
+        for i in range(first, hi[0] + (e if grow[1] else 0)):      # level 0's wall ghosts
+            _walls(src[i], lo, hi, grow, e, wall, value)
+        if not grow[0]:
+            _faces(src[lo[0] - 1], src[lo[0]], lo, hi, grow, e, wall, value)
+        if not grow[1]:
+            _faces(src[hi[0]], src[hi[0] - 1], lo, hi, grow, e, wall, value)
+        for r in range(first, hi[0] + steps - 1):
+            for s in range(1, steps + 1):
+                e = steps - s
+                i = r - s + 1
+                if i < lo[0] - (e if grow[0] else 0) or i >= hi[0] + (e if grow[1] else 0):
+                    continue
+                if s == 1:
+                    um, uc, up = src[i - 1], src[i], src[i + 1]
+                else:
+                    um, uc, up = ring[s - 2, (i - 1) & 3], ring[s - 2, i & 3], ring[s - 2, (i + 1) & 3]
+                out = dst[i] if s == steps else ring[s - 1, i & 3]
+                _slab(um, uc, up, out, lo, hi, grow, e, c)
+                if s < steps:
+                    _walls(out, lo, hi, grow, e, wall, value)
+                    if i == lo[0] and not grow[0]:
+                        _faces(ring[s - 1, (i - 1) & 3], out, lo, hi, grow, e, wall, value)
+                    if i == hi[0] - 1 and not grow[1]:
+                        _faces(ring[s - 1, (i + 1) & 3], out, lo, hi, grow, e, wall, value)
 
     def _make_accel(softened):
         """A force kernel over tiles of sources, vectorised per tile (loops over
@@ -254,8 +266,7 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         if len(_rings) > 8:
             _rings.clear()
         ring = _rings[src.shape[1:]] = np.empty((max(steps - 1, 1), 4) + src.shape[1:])
-    sweep = _sweep2d if src.ndim == 2 else _sweep3d
-    sweep(src, dst, ring, np.asarray(coeffs, dtype=np.float64), steps, np.asarray(lo, dtype=np.int64),
+    _sweep(src, dst, ring, np.asarray(coeffs, dtype=np.float64), steps, np.asarray(lo, dtype=np.int64),
           np.asarray(hi, dtype=np.int64), np.asarray(grow, dtype=np.bool_), 0 if wall == "dirichlet" else 1,
           float(value))
 

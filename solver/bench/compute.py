@@ -1,0 +1,242 @@
+"""``bench`` (``bench compute``): each backend through the solver's own time
+loop, on 1 and 2 ranks (weak scaling: the same work per rank), beside
+Devito, REBOUND and the memory-bandwidth bound, in one run.
+
+Counted work: a heat cell update moves 16 bytes (one read, one write of a
+float64, neighbours reused from cache); an n-body step does N^2 pair
+interactions (the peers are counted the same way) of 20 flops each (GPU Gems
+3, ch. 31).  Rates are medians of repeated runs after a warm-up run that
+compiles the kernels; the spread is (max - min) / median.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..io.checkpoint import quiet_barrier
+from ..parallel.mpi import log
+from . import median_spread, peers, timed_run
+
+BYTES_PER_CELL = 16
+FLOPS_PER_PAIR = 20
+GOALS = {"heat2d": 1.2, "nbody": 2.0}        # ours / peer, on one rank
+WEAK_GOAL = 0.9                               # heat, 1 -> 2 ranks
+
+
+@dataclass
+class Problem:
+    name: str                 # heat2d, heat3d, nbody
+    label: str
+    per_rank: tuple           # grid per rank (heat) or bodies on one rank (nbody)
+    backends: tuple = ("numpy", "cpu")
+
+    def overrides(self, ranks):
+        if self.name == "nbody":
+            n = round(self.per_rank[0] * math.sqrt(ranks))          # N^2 / ranks pairs per rank
+            return ["problem.kind=nbody", f"nbody.n={n}", "nbody.initial=plummer", "time.dt=0.001"]
+        shape = [self.per_rank[0] * ranks, *self.per_rank[1:]]      # ranks split the first axis
+        return ["problem.kind=heat", f"heat.shape={shape}", "heat.initial=random"]
+
+    @property
+    def unit(self):
+        return "pairs/s" if self.name == "nbody" else "cells/s"
+
+
+def problems(quick: bool):
+    if quick:        # a smoke test of the whole command: seconds, not minutes
+        return [Problem("heat2d", "heat 2D", (256, 256)), Problem("heat3d", "heat 3D", (32, 32, 32)),
+                Problem("nbody", "n-body", (300,))]
+    return [Problem("heat2d", "heat 2D", (4096, 4096)), Problem("heat3d", "heat 3D", (256, 256, 256)),
+            Problem("nbody", "n-body", (2000,)), Problem("nbody", "n-body", (20000,), ("cpu",))]
+
+
+@dataclass
+class Row:
+    problem: str
+    size: str
+    backend: str
+    ranks: int
+    steps: int
+    rate: float                      # work units per second, all ranks
+    spread: float
+    phases: dict                     # share of the run's wall time
+    peer: str = ""
+    peer_rate: float = 0.0
+    peer_spread: float = 0.0
+    weak: float = float("nan")
+    notes: list = field(default_factory=list)
+
+    @property
+    def effective(self) -> str:
+        if self.problem == "nbody":
+            return f"{self.rate * FLOPS_PER_PAIR / 1e9:.1f} GFLOP/s"
+        return f"{self.rate * BYTES_PER_CELL / 1e9:.1f} GB/s"
+
+
+def _on(comm, ranks):
+    """A communicator of the first ``ranks`` ranks (None elsewhere)."""
+    from ..parallel.mpi import MPI
+    sub = comm.Split(0 if comm.rank < ranks else MPI.UNDEFINED, comm.rank)
+    return None if sub == MPI.COMM_NULL else sub
+
+
+def _measure(comm, problem, backend, ranks, repeats, seconds, scratch):
+    """Median rate and phase shares of ``problem`` on ``comm`` (collective)."""
+    base = problem.overrides(ranks) + [f"backend.name={backend}", "output.log_every=1000000000",
+                                       "output.checkpoint_every=0", "output.keep=1"]
+    directory = os.path.join(scratch, "run")
+    quantum = 8 if problem.name != "nbody" else 1      # whole sweeps of fused heat steps
+    # warm-up: compiles (or loads) the kernels, faults the memory in, sizes the runs
+    wall, summary, model = timed_run(comm, directory, base + [f"time.steps={quantum}"])
+    model.close()
+    per_step = summary["loop_seconds"] / quantum
+    steps = comm.bcast(max(quantum, int(seconds / max(per_step, 1e-9)) // quantum * quantum), root=0)
+    rates, runs = [], []
+    for _ in range(repeats):
+        wall, summary, model = timed_run(comm, directory, base + [f"time.steps={steps}"])
+        rates.append(model.work_per_step * steps / summary["loop_seconds"])
+        runs.append((wall, summary))
+        model.close()
+    rate, spread = median_spread(rates)
+    wall, summary = runs[rates.index(sorted(rates)[len(rates) // 2])]
+    t = summary["timers"]
+    phases = {"compute": t.get("compute", 0.0),
+              "comm": t.get("halo", 0.0) + t.get("exchange", 0.0),
+              "io": t.get("output", 0.0) + summary["write_seconds"]}
+    phases["other"] = max(0.0, wall - sum(phases.values()))
+    phases = {k: v / wall for k, v in phases.items()}
+    return rate, spread, phases, steps
+
+
+def _peer(problem, steps, repeats, comm):
+    """(peer name, rate, spread, note) for the one-rank case, on comm's rank 0."""
+    from ..backends import get_backend
+    from ..cli import make_model
+    from ..config import load_settings
+    settings = load_settings(None, "<bench>", problem.overrides(1) + ["backend.name=numpy"])
+    model = make_model(settings, comm, get_backend("numpy"), None)
+    model.set_initial()
+    if problem.name == "nbody":
+        why = peers.available("rebound")
+        if why:
+            return "REBOUND", 0.0, 0.0, why
+        x, v, m = model.x.copy(), model.v.copy(), model.m.copy()
+        times = peers.rebound_basic(x, v, m, model.nb.G, model.nb.softening, model.dt, steps, repeats)
+        rate, spread = median_spread([model.work_per_step * steps / t for t in times])
+        return "REBOUND basic", rate, spread, ""
+    why = peers.available("devito")
+    if why:
+        return "Devito", 0.0, 0.0, why
+    u0 = model.local_field()
+    times, devito_u = peers.devito_heat(u0, model.coeffs, steps, repeats)
+    # same problem check: away from the walls (which differ) the fields agree to round-off
+    for _ in range(steps):
+        model.step()
+    inner = tuple(slice(steps + 1, n - steps - 1) for n in u0.shape)
+    ours = model.local_field()[inner]
+    diff = float(np.abs(ours - devito_u[inner]).max()) if ours.size else 0.0
+    model.close()
+    rate, spread = median_spread([model.work_per_step * steps / t for t in times])
+    note = "" if diff <= 1e-12 else f"Devito's field differs from ours by {diff:.2g} away from the walls"
+    return "Devito", rate, spread, note
+
+
+def bench_compute(comm, args) -> int:
+    from ..backends import status
+    repeats, seconds = args.repeats, args.seconds
+    scratch = os.path.join(args.dir, f"compute-{os.getpid() if comm.rank == 0 else 0}")
+    scratch = comm.bcast(scratch, root=0)
+    usable = {name for name, (ok, _) in status().items() if ok}
+    wanted = [b for b in (args.backends.split(",") if args.backends else ("numpy", "cpu", "cuda")) if b in usable]
+    rank_counts = sorted({1, min(2, comm.size), comm.size})
+    log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, median of {repeats} runs of ~{seconds:g} s each")
+    bandwidth = {}
+    for ranks in rank_counts:
+        sub = _on(comm, ranks)
+        if sub is not None:
+            bandwidth[ranks] = peers.copy_bandwidth(sub, nbytes=(64 << 20) if args.quick else (1 << 30))
+            sub.Free()
+        quiet_barrier(comm)
+    rows = []
+    for problem in problems(args.quick):
+        size = "x".join(map(str, problem.per_rank))
+        for backend in [b for b in wanted if b in problem.backends or b == "cuda"]:
+            first = None
+            for ranks in rank_counts:
+                sub = _on(comm, ranks)
+                if sub is not None:
+                    rate, spread, phases, steps = _measure(sub, problem, backend, ranks, repeats, seconds,
+                                                           args.dir)
+                    row = Row(problem.name, size, backend, ranks, steps, rate, spread, phases)
+                    if sub.rank == 0 and ranks == 1 and backend == wanted[-1]:
+                        row.peer, row.peer_rate, row.peer_spread, note = _peer(problem, steps, repeats, sub)
+                        row.notes += [note] if note else []
+                    sub.Free()
+                    if comm.rank == 0:
+                        first = first or row
+                        if ranks > 1:
+                            row.weak = row.rate / ranks / first.rate
+                        rows.append(row)
+                        log(f"  {problem.label:8} {size:>14} {backend:6} {ranks} rank(s): {rate:.3g} {problem.unit} "
+                            f"(spread {spread:.0%})" + (f"; {row.peer} {row.peer_rate:.3g}" if row.peer_rate else ""))
+                quiet_barrier(comm)
+    if comm.rank == 0:
+        text = report(rows, bandwidth, args)
+        log(text)
+        os.makedirs(args.dir, exist_ok=True)
+        with open(os.path.join(args.dir, "compute.json"), "w") as fh:
+            json.dump({"machine": machine(), "bandwidth": bandwidth, "rows": [asdict(r) for r in rows]}, fh, indent=1)
+    return 0
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def report(rows, bandwidth, args) -> str:
+    """The results as a Markdown table, with the goals checked underneath."""
+    from .. import __version__
+    date = datetime.date.today().isoformat()
+    out = [f"solver {__version__} bench, {date}, {machine()}",
+           "copy bandwidth (16 B per element copied): " + ", ".join(
+               f"{k} rank{'s' if k > 1 else ''} {v / 1e9:.1f} GB/s" for k, v in bandwidth.items()), "",
+           "| problem | size per rank | backend | ranks | rate (median) | spread | effective | "
+           "of copy bound | peer (1 rank) | ours / peer | weak scaling | compute / comm / I/O / other |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        bound = ""
+        if r.problem != "nbody" and r.ranks in bandwidth:
+            bound = f"{r.rate * BYTES_PER_CELL / bandwidth[r.ranks]:.0%}"
+        peer = f"{r.peer} {r.peer_rate:.3g}" if r.peer_rate else (r.peer or "")
+        ratio = f"{r.rate / r.peer_rate:.2f}x" if r.peer_rate else ""
+        weak = "" if math.isnan(r.weak) else f"{r.weak:.0%}"
+        split = " / ".join(f"{100 * r.phases[k]:.0f}%" for k in ("compute", "comm", "io", "other"))
+        unit = "pairs/s" if r.problem == "nbody" else "cells/s"
+        out.append(f"| {r.problem} | {r.size} | {r.backend} | {r.ranks} | {r.rate:.3g} {unit} | {r.spread:.0%} | "
+                   f"{r.effective} | {bound} | {peer} | {ratio} | {weak} | {split} |")
+    out += ["", "Goals (ours / peer on one rank; weak scaling 1 -> 2 ranks):"]
+    for r in rows:
+        goal = GOALS.get("nbody" if r.problem == "nbody" else r.problem)
+        if goal and r.peer_rate:
+            ratio = r.rate / r.peer_rate
+            out.append(f"- {r.problem} {r.size} {r.backend}: {ratio:.2f}x {r.peer} "
+                       f"({'met' if ratio >= goal else 'SHORT of'} the {goal}x goal)")
+        if r.problem.startswith("heat") and not math.isnan(r.weak) and r.ranks == 2:
+            out.append(f"- {r.problem} {r.size} {r.backend}: weak scaling {r.weak:.0%} "
+                       f"({'met' if r.weak >= WEAK_GOAL else 'SHORT of'} the {WEAK_GOAL:.0%} goal)")
+        out += [f"- note: {n}" for n in r.notes]
+    out.append(f"\nCommand: mpiexec -n {max(bandwidth)} python -m solver bench"
+               + (" --quick" if args.quick else "") + f" (repeats {args.repeats}, ~{args.seconds:g} s per run)")
+    return "\n".join(out)

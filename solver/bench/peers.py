@@ -1,0 +1,76 @@
+"""The yardsticks ``bench`` measures us against, each on the same problem in
+the same process: Devito (generated C) for the heat stencil, REBOUND's
+``basic`` direct summation for n-body, and a large array copy for the
+memory bandwidth.  Devito and REBOUND come with ``pip install .[bench]``."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def copy_bandwidth(comm, nbytes=1 << 30, repeats=5) -> float:
+    """Bytes per second moved by every rank of ``comm`` copying its own
+    ``nbytes`` array at the same time (read + write: 2 * nbytes per copy,
+    write-allocate traffic not counted), best of ``repeats``.  Collective."""
+    src = np.ones(nbytes // 8)
+    dst = np.zeros_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        comm.Barrier()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * nbytes * comm.size / best
+
+
+def available(module) -> str:
+    """'' when ``module`` imports, else why not."""
+    try:
+        __import__(module)
+        return ""
+    except Exception as exc:                     # ImportError, or a broken install
+        return f"{module} is not installed ({type(exc).__name__}); pip install .[bench]"
+
+
+def devito_heat(u0: np.ndarray, coeffs, steps: int, repeats: int):
+    """Devito's FTCS on the same grid, start and coefficients, in float64 on
+    one thread.  Its walls are fixed zero ghost values instead of our
+    mirrored ones (same work per cell).  Returns (seconds per run, final
+    field)."""
+    os.environ.setdefault("DEVITO_LOGGING", "ERROR")
+    from devito import Eq, Grid, Operator, TimeFunction, configuration
+    configuration["language"] = "C"              # no OpenMP: one thread, like one rank
+    configuration["log-level"] = "ERROR"
+    grid = Grid(shape=u0.shape, extent=tuple(float(n - 1) for n in u0.shape), dtype=np.float64)
+    u = TimeFunction(name="u", grid=grid, space_order=2)
+    # unit spacing: h^2 u.d2 = u[-1] - 2u + u[+1], so each term is ours
+    update = u + sum(c * getattr(u, f"d{d.name}2") for c, d in zip(coeffs, grid.dimensions))
+    op = Operator(Eq(u.forward, update))
+    times = []
+    for _ in range(repeats + 1):                 # the first call compiles
+        u.data[:] = 0.0
+        u.data[0] = u0
+        t0 = time.perf_counter()
+        op.apply(time_M=steps - 1)
+        times.append(time.perf_counter() - t0)
+    return times[1:], np.array(u.data[steps % 2])
+
+
+def rebound_basic(x, v, m, G, softening, dt, steps: int, repeats: int):
+    """REBOUND's ``basic`` gravity (all N^2 ordered pairs, one thread) with its
+    leapfrog, on the same bodies.  Returns seconds per run of ``steps``."""
+    import rebound
+    times = []
+    for _ in range(repeats + 1):                 # the first run warms caches
+        sim = rebound.Simulation()
+        sim.G, sim.softening, sim.dt = G, softening, dt
+        sim.gravity, sim.integrator = "basic", "leapfrog"
+        for (px, py, pz), (qx, qy, qz), mass in zip(x, v, m):
+            sim.add(m=float(mass), x=float(px), y=float(py), z=float(pz), vx=float(qx), vy=float(qy), vz=float(qz))
+        t0 = time.perf_counter()
+        sim.steps(steps)
+        times.append(time.perf_counter() - t0)
+    return times[1:]
