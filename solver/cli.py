@@ -37,13 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", metavar="RUN_DIR")
     pl.add_argument("--step", type=int, help="checkpoint step to draw (default: the newest)")
     pl.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/plots)")
-    b = sub.add_parser("bench", help="benchmarks: 'io' (checkpoint overlap and bandwidth)")
-    b.add_argument("what", choices=["io"], nargs="?", default="io")
-    b.add_argument("--shape", default="2048,2048", help="grid for the io benchmark (default 2048,2048)")
-    b.add_argument("--steps", type=int, default=200)
-    b.add_argument("--every", type=int, default=10)
-    b.add_argument("--dir", default="runs/bench-io", help="scratch directory (emptied)")
-    b.add_argument("--backend", default="auto", help="compute backend of the stepping (default: auto)")
+    b = sub.add_parser("bench", help="benchmarks: 'compute' (default: kernels against peers and the "
+                                     "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step)")
+    b.add_argument("what", choices=["compute", "io", "startup"], nargs="?", default="compute")
+    b.add_argument("--backends", help="compute: comma-separated backends (default: every available one)")
+    b.add_argument("--repeats", type=int, default=3, help="timed runs per case; the median is reported")
+    b.add_argument("--seconds", type=float, default=1.0, help="compute: about how long each timed run lasts")
+    b.add_argument("--quick", action="store_true", help="compute: small problems (a smoke test of the command)")
+    b.add_argument("--ranks", type=int, default=8, help="startup: ranks to launch (default 8)")
+    b.add_argument("--shape", default="2048,2048", help="io: grid (default 2048,2048)")
+    b.add_argument("--steps", type=int, default=200, help="io: steps per run")
+    b.add_argument("--every", type=int, default=10, help="io: checkpoint interval")
+    b.add_argument("--dir", help="scratch and results directory (default runs/bench)")
+    b.add_argument("--backend", default="auto", help="io: compute backend of the stepping (default: auto)")
     return p
 
 
@@ -196,10 +202,14 @@ def _gpus() -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "startup"]:
+        # launches mpiexec itself, so must not start MPI here (a singleton cannot)
+        from .bench.startup import bench_startup
+        return bench_startup(parse_args(argv))
     from .io.writer import WriterError
     from .parallel.mpi import abort, error_line, install_abort_hook, world
     install_abort_hook()
-    argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
         if args.command == "info":

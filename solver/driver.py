@@ -129,9 +129,10 @@ class _Agreement:
     0's choice of the next step to check (about every 0.2 s of stepping)."""
     TARGET_SECONDS = 0.2
 
-    def __init__(self, comm, triggers, writer, start_step):
+    def __init__(self, comm, triggers, writer, start_step, quantum=1):
         self.comm, self.triggers, self.writer = comm, triggers, writer
-        self.next_step = start_step + 1
+        self.quantum = quantum            # the model's steps per call: checks fall on whole calls
+        self.next_step = start_step + quantum
         self._mark = (start_step, _time.perf_counter())
 
     def due(self, step) -> bool:
@@ -146,7 +147,8 @@ class _Agreement:
             s0, t0 = self._mark
             now = _time.perf_counter()
             per_step = (now - t0) / max(1, step - s0)
-            flags[4] = max(1, min(10000, int(self.TARGET_SECONDS / per_step) if per_step > 0 else 1))
+            steps = max(1, min(10000, int(self.TARGET_SECONDS / per_step) if per_step > 0 else 1))
+            flags[4] = -(-steps // self.quantum) * self.quantum
             self._mark = (step, now)
         self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
         self.writer.absorb(int(flags[2]), int(flags[3]))
@@ -193,7 +195,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
 
     writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
                               background=settings.output.background, on_complete=after_write)
-    agreement = _Agreement(comm, triggers, writer, start)
+    agreement = _Agreement(comm, triggers, writer, start, getattr(model, "block", 1))
 
     def diagnose():
         with timers("diagnostics"):

@@ -43,10 +43,15 @@ def timed_run(comm, directory, overrides, prepare=None):
 
 
 def cmd_bench(args, comm) -> int:
+    from ..config import ConfigError
+    if args.repeats < 1 or (args.what == "compute" and args.seconds <= 0):
+        raise ConfigError("bench: --repeats must be at least 1 and --seconds positive")
     if args.what == "io":
         from .io import bench_io
         shape = tuple(int(n) for n in str(args.shape).split(","))
-        bench_io(comm, shape, args.steps, args.every, args.dir, backend=args.backend)
+        bench_io(comm, shape, args.steps, args.every, args.dir or "runs/bench-io",
+                 repeats=args.repeats, backend=args.backend)
         return 0
     from .compute import bench_compute
+    args.dir = args.dir or "runs/bench"
     return bench_compute(comm, args)
