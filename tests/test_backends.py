@@ -16,11 +16,16 @@ def test_auto_prefers_a_compiled_backend_when_there_is_one():
 
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("boundary", ["dirichlet", "neumann", "periodic"])
-@pytest.mark.parametrize("shape", [[37, 23], [19, 13, 11]])
-def test_heat_is_bitwise_equal_to_the_reference(backend, boundary, shape):
+@pytest.mark.parametrize("shape", [[37, 23], [19, 13, 11], [7, 83, 5]])
+@pytest.mark.parametrize("fused", [0, 1, 5])
+def test_heat_is_bitwise_equal_to_the_reference(backend, boundary, shape, fused):
+    """Any number of steps per sweep (0: the backend's choice), 3-D tiles included."""
     args = (f"heat.shape={shape}", f"heat.boundary={boundary}", "heat.initial=random", "time.steps=30",
             "heat.boundary_value=0.3")
-    a = run_to_end(make_heat(MPI.COMM_SELF, *args, backend=backend)).local_field()
+    model = make_heat(MPI.COMM_SELF, *args, f"heat.fused_steps={fused}", backend=backend)
+    if fused:
+        assert model.block == fused
+    a = run_to_end(model).local_field()
     b = run_to_end(make_heat(MPI.COMM_SELF, *args, backend="numpy")).local_field()
     assert np.array_equal(a, b)
 

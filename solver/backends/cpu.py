@@ -247,18 +247,31 @@ if numba is not None:
             a = b
 
 
+CACHE_BYTES = 3 << 19     # per core: about what a core's L2 holds on current x86 servers
+TILE_ROWS = 32            # 3-D sweeps go through axis 1 in tiles of this many rows
+
+
+def _slab_bytes(padded_shape) -> int:
+    """What one slab of a sweep touches: a row (2-D), a tile of a plane (3-D)."""
+    rows = padded_shape[1:-1]
+    return 8 * padded_shape[-1] * (min(rows[0], TILE_ROWS) if rows else 1)
+
+
 def heat_block(padded_shape) -> int:
     """Steps per sweep: as many as keep every level's ring of four slabs in
-    about 1.5 MB (a core's L2 on current x86 servers), at most 8."""
-    slab = 8 * math.prod(padded_shape[1:])
-    return max(1, min(8, 1 + (3 << 19) // (4 * slab)))
+    the cache budget, at most 8."""
+    return max(1, min(8, 1 + CACHE_BYTES // (4 * _slab_bytes(padded_shape))))
 
 
 _rings: dict = {}
 
 
 def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
-    """Same contract as numpy_.heat_fused, in one wavefront sweep."""
+    """Same contract as numpy_.heat_fused, in wavefront sweeps.  A 3-D box is
+    swept in tiles of axis 1 (each recomputes a few rows of its neighbours'
+    as it goes: the price of a ring that stays in cache); a short last tile
+    joins the one before, so every tile is wider than the steps it takes and
+    no tile's reach crosses a wall."""
     if any(h <= l for l, h in zip(lo, hi)):
         return
     ring = _rings.get(src.shape[1:])
@@ -266,9 +279,21 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         if len(_rings) > 8:
             _rings.clear()
         ring = _rings[src.shape[1:]] = np.empty((max(steps - 1, 1), 4) + src.shape[1:])
-    _sweep(src, dst, ring, np.asarray(coeffs, dtype=np.float64), steps, np.asarray(lo, dtype=np.int64),
-          np.asarray(hi, dtype=np.int64), np.asarray(grow, dtype=np.bool_), 0 if wall == "dirichlet" else 1,
-          float(value))
+    c = np.asarray(coeffs, dtype=np.float64)
+    wall_kind, value = (0 if wall == "dirichlet" else 1), float(value)
+    cuts = [lo[1]]
+    if src.ndim == 3:
+        cuts = list(range(lo[1], hi[1], TILE_ROWS))
+        if len(cuts) > 1 and hi[1] - cuts[-1] < TILE_ROWS // 2:
+            cuts.pop()
+    for a, b in zip(cuts, cuts[1:] + [hi[1]]):
+        tile_grow = list(grow)
+        tile_grow[2] = grow[2] if a == lo[1] else True
+        tile_grow[3] = grow[3] if b == hi[1] else True
+        tile_lo, tile_hi = list(lo), list(hi)
+        tile_lo[1], tile_hi[1] = a, b
+        _sweep(src, dst, ring, c, steps, np.asarray(tile_lo, dtype=np.int64), np.asarray(tile_hi, dtype=np.int64),
+               np.asarray(tile_grow, dtype=np.bool_), wall_kind, value)
 
 
 def _columns(x):
