@@ -22,7 +22,7 @@ export OMPI_MCA_orte_execute_quiet := 1
 export OMPI_MCA_odls_base_sigkill_timeout := 10
 export PYTHON VENV
 
-.PHONY: setup run test test-serial test-mpi info bench-io clean
+.PHONY: setup run test test-serial test-mpi info bench bench-startup bench-io clean
 
 setup:
 	@./.ci/provision.sh
@@ -46,6 +46,16 @@ test-mpi:
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache
+
+# Kernels on 1 and 2 ranks against Devito, REBOUND and the copy bandwidth
+# (peers from `pip install .[bench]`), then mpiexec-to-first-step time.
+bench: setup
+	$(VPY) -m pip install -q -e ".[bench]"
+	$(MPIEXEC) -n 2 $(VPY) -m solver bench
+	$(VPY) -m solver bench startup
+
+bench-startup: setup
+	$(VPY) -m solver bench startup
 
 # Checkpoint cost on the step loop (synchronous vs background) and write bandwidth.
 bench-io: setup

@@ -5,8 +5,10 @@
     zeros(shape)      an array in the backend's memory
     to_host(array)    a NumPy array of the same values
     from_host(array)  the backend's array of those values
-    heat_update(src, dst, coeffs, lo, hi)
-                      one FTCS step for the interior cells [lo, hi) of padded blocks
+    heat_block(padded_shape)
+                      how many FTCS steps the backend likes to take per halo exchange
+    heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value)
+                      that many FTCS steps for the box [lo, hi) of padded blocks
     nbody_accel(xi, xj, mj, j0, eps2, G, out, i0)
     nbody_potential(xi, xj, mj, j0, i0, eps2, G)
                       softened gravity of a block of sources on a block of targets

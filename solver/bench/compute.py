@@ -108,7 +108,8 @@ def _measure(comm, problem, backend, ranks, repeats, seconds, scratch):
     t = summary["timers"]
     phases = {"compute": t.get("compute", 0.0),
               "comm": t.get("halo", 0.0) + t.get("exchange", 0.0),
-              "io": t.get("output", 0.0)}          # the final checkpoint, as the step loop waited for it
+              "io": t.get("output", 0.0),          # the final checkpoint, as the step loop waited for it
+              "diagnostics": t.get("diagnostics", 0.0)}
     phases["other"] = max(0.0, wall - sum(phases.values()))
     phases = {k: v / wall for k, v in phases.items()}
     return rate, spread, phases, steps
@@ -213,7 +214,7 @@ def report(rows, bandwidth, args) -> str:
            "copy bandwidth (16 B per element copied): " + ", ".join(
                f"{k} rank{'s' if k > 1 else ''} {v / 1e9:.1f} GB/s" for k, v in bandwidth.items()), "",
            "| problem | size per rank | backend | ranks | rate (median) | spread | effective | "
-           "of copy bound | peer (1 rank) | ours / peer | weak scaling | compute / comm / I/O / other |",
+           "of copy bound | peer (1 rank) | ours / peer | weak scaling | compute / comm / I/O / diagnostics / other |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bound = ""
@@ -222,7 +223,7 @@ def report(rows, bandwidth, args) -> str:
         peer = f"{r.peer} {r.peer_rate:.3g}" if r.peer_rate else (r.peer or "")
         ratio = f"{r.rate / r.peer_rate:.2f}x" if r.peer_rate else ""
         weak = "" if math.isnan(r.weak) else f"{r.weak:.0%}"
-        split = " / ".join(f"{100 * r.phases[k]:.0f}%" for k in ("compute", "comm", "io", "other"))
+        split = " / ".join(f"{100 * r.phases[k]:.0f}%" for k in ("compute", "comm", "io", "diagnostics", "other"))
         unit = "pairs/s" if r.problem == "nbody" else "cells/s"
         out.append(f"| {r.problem} | {r.size} | {r.backend} | {r.ranks} | {r.rate:.3g} {unit} | {r.spread:.0%} | "
                    f"{r.effective} | {bound} | {peer} | {ratio} | {weak} | {split} |")
