@@ -12,12 +12,34 @@ reference to round-off (tested to 1e-12 relative).
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numpy as np
 
 from .numpy_ import TILE, from_host, to_host, zeros  # noqa: F401  (same host arrays)
 
 name = "cpu"
+
+
+def _use_full_vector_width():
+    """LLVM tunes recent Xeons to 256-bit vectors ("prefer-256-bit"); the
+    force kernel is compute bound and runs about 1.6x faster with all 512
+    bits (measured here).  Applied only where the CPU has AVX-512, and never
+    over a NUMBA_CPU_FEATURES the user set.  Results do not change: the heat
+    kernels keep their exact operation order at any vector width."""
+    if "NUMBA_CPU_FEATURES" in os.environ or "numba" in sys.modules:
+        return
+    try:
+        import llvmlite.binding as llvm
+        features = llvm.get_host_cpu_features()
+    except Exception:                 # no llvmlite, or it cannot read the CPU: keep the defaults
+        return
+    if features.get("avx512f"):
+        os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
+
+
+_use_full_vector_width()
 
 try:
     import numba
