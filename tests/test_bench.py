@@ -27,10 +27,11 @@ def test_compute_bench_prints_the_table_on_two_ranks(tmp_path):
             assert row["weak"] > 0
 
 
-def test_bad_bench_arguments_are_one_line(tmp_path):
-    r = run_solver(["bench", "--repeats", "0", "--dir", str(tmp_path)])
+@pytest.mark.parametrize("args, names", [(["--repeats", "0"], "--repeats"), (["--backends", "fortran"], "fortran")])
+def test_bad_bench_arguments_are_one_line(tmp_path, args, names):
+    r = run_solver(["bench", *args, "--dir", str(tmp_path)])
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "--repeats" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and names in r.stderr
 
 
 def test_startup_bench_times_the_first_step():

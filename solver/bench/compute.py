@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..config import ConfigError
 from ..io.checkpoint import quiet_barrier
 from ..parallel.mpi import log
 from . import median_spread, peers, timed_run
@@ -159,8 +160,20 @@ def bench_compute(comm, args) -> int:
     repeats, seconds = args.repeats, args.seconds
     scratch = os.path.join(args.dir, f"compute-{os.getpid() if comm.rank == 0 else 0}")
     scratch = comm.bcast(scratch, root=0)
-    usable = {name for name, (ok, _) in status().items() if ok}
-    wanted = [b for b in (args.backends.split(",") if args.backends else ("numpy", "cpu", "cuda")) if b in usable]
+    found = status()
+    usable = [name for name, (ok, _) in found.items() if ok]
+    if args.backends:
+        wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+        for b in wanted:
+            if b not in found:
+                raise ConfigError(f"bench --backends: unknown backend {b!r}; known: {', '.join(found)}")
+            if b not in usable:
+                raise ConfigError(f"bench --backends: backend {b!r} is not available here ({found[b][1]}); "
+                                  f"available: {', '.join(usable)}")
+    else:
+        wanted = [b for b in ("numpy", "cpu", "cuda") if b in usable]
+    if not wanted:
+        raise ConfigError("bench --backends: name at least one backend")
     rank_counts = sorted({1, min(2, comm.size), comm.size})
     log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, median of {repeats} runs of ~{seconds:g} s each")
     bandwidth = {}
