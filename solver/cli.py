@@ -203,10 +203,12 @@ def _gpus() -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["bench", "startup"]:
-        # launches mpiexec itself, so must not start MPI here (a singleton cannot)
-        from .bench.startup import bench_startup
-        return bench_startup(parse_args(argv))
+    if "startup" in argv and "bench" in argv:
+        args = parse_args(argv)         # a usage error exits 2 here, before MPI starts
+        if args.command == "bench" and args.what == "startup":
+            # launches mpiexec itself, so must not start MPI here (a singleton cannot)
+            from .bench.startup import bench_startup
+            return bench_startup(args)
     from .io.writer import WriterError
     from .parallel.mpi import abort, error_line, install_abort_hook, world
     install_abort_hook()

@@ -31,6 +31,18 @@ def test_heat_is_bitwise_equal_to_the_reference(backend, boundary, shape, fused)
 
 
 @pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("boundary", ["dirichlet", "neumann"])
+@pytest.mark.parametrize("fused", [17, 24, 40])
+def test_deep_sweeps_never_reach_past_a_wall(backend, boundary, fused):
+    """More steps per sweep than a 3-D tile is rows wide: tiles widen to match."""
+    args = ("heat.shape=[5,97,6]", f"heat.boundary={boundary}", "heat.initial=random", "time.steps=45",
+            "heat.boundary_value=0.3")
+    a = run_to_end(make_heat(MPI.COMM_SELF, *args, f"heat.fused_steps={fused}", backend=backend)).local_field()
+    b = run_to_end(make_heat(MPI.COMM_SELF, *args, backend="numpy")).local_field()
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
 def test_nbody_kernels_agree_with_the_reference(backend):
     mod = get_backend(backend)
     rng = np.random.default_rng(1)

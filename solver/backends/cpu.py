@@ -26,9 +26,10 @@ def _use_full_vector_width():
     """LLVM tunes recent Xeons to 256-bit vectors ("prefer-256-bit"); the
     force kernel is compute bound and runs about 1.6x faster with all 512
     bits (measured here).  Applied only where the CPU has AVX-512, and never
-    over a NUMBA_CPU_FEATURES the user set.  Results do not change: the heat
+    over the user's own Numba CPU settings.  Results do not change: the heat
     kernels keep their exact operation order at any vector width."""
-    if "NUMBA_CPU_FEATURES" in os.environ or "numba" in sys.modules:
+    chosen = ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "NUMBA_ENABLE_AVX")
+    if any(name in os.environ for name in chosen) or "numba" in sys.modules:
         return
     try:
         import llvmlite.binding as llvm
@@ -291,8 +292,8 @@ _rings: dict = {}
 def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
     """Same contract as numpy_.heat_fused, in wavefront sweeps.  A 3-D box is
     swept in tiles of axis 1 (each recomputes a few rows of its neighbours'
-    as it goes: the price of a ring that stays in cache); a short last tile
-    joins the one before, so every tile is wider than the steps it takes and
+    as it goes: the price of a ring that stays in cache).  Tiles are at least
+    as wide as the steps taken (a short last tile joins the one before), so
     no tile's reach crosses a wall."""
     if any(h <= l for l, h in zip(lo, hi)):
         return
@@ -305,8 +306,9 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
     wall_kind, value = (0 if wall == "dirichlet" else 1), float(value)
     cuts = [lo[1]]
     if src.ndim == 3:
-        cuts = list(range(lo[1], hi[1], TILE_ROWS))
-        if len(cuts) > 1 and hi[1] - cuts[-1] < TILE_ROWS // 2:
+        width = max(TILE_ROWS, steps)
+        cuts = list(range(lo[1], hi[1], width))
+        if len(cuts) > 1 and hi[1] - cuts[-1] < max(width // 2, steps):
             cuts.pop()
     for a, b in zip(cuts, cuts[1:] + [hi[1]]):
         tile_grow = list(grow)

@@ -46,6 +46,8 @@ def cmd_bench(args, comm) -> int:
     from ..config import ConfigError
     if args.repeats < 1 or (args.what == "compute" and args.seconds <= 0):
         raise ConfigError("bench: --repeats must be at least 1 and --seconds positive")
+    if args.what not in ("compute", "io"):
+        raise ConfigError(f"bench {args.what}: run it without mpiexec, as python -m solver bench {args.what}")
     if args.what == "io":
         from .io import bench_io
         shape = tuple(int(n) for n in str(args.shape).split(","))

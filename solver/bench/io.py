@@ -29,6 +29,7 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
         for name, overrides in cases.items():
             seconds, _, model = timed_run(comm, os.path.join(scratch, "run"), overrides)
             times[name].append(seconds)
+            model.close()
     med = {name: statistics.median(v) for name, v in times.items()}
     base_t = med["final state only"]
     log(f"{'case':<18} {'wall s':>8} {'added s':>8}   runs")

@@ -33,6 +33,9 @@ def _launch(ranks, output_dir):
 
 
 def bench_startup(args) -> int:
+    if args.repeats < 1 or args.ranks < 1:
+        sys.stderr.write("solver: error: bench startup: --repeats and --ranks must be at least 1\n")
+        return 2
     if shutil.which(os.environ.get("MPIEXEC", "mpiexec")) is None:
         sys.stderr.write("solver: error: bench startup: mpiexec is not on PATH; set MPIEXEC or activate the MPI\n")
         return 2

@@ -61,7 +61,8 @@ def split_boxes(local_shape, width, inner):
 
 
 class HeatModel(Clocked):
-    """One rank's block of the temperature field, padded with one ghost layer."""
+    """One rank's block of the temperature field, padded with ``block`` ghost
+    layers: one per step taken between halo exchanges."""
     kind = "heat"
     work_name = "cell updates"
 
