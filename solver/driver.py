@@ -195,7 +195,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
 
     writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
                               background=settings.output.background, on_complete=after_write)
-    agreement = _Agreement(comm, triggers, writer, start, getattr(model, "block", 1))
+    agreement = _Agreement(comm, triggers, writer, start, model.block)
 
     def diagnose():
         with timers("diagnostics"):

@@ -77,10 +77,15 @@ if numba is not None:
             out[k] = ((t0 + t1) + t2) + u
 
     @njit(cache=True, nogil=True, boundscheck=False)
+    def _mirrored(edge, wall, value):
+        """A wall ghost from its edge cell: Dirichlet (ghost + edge)/2 = value, Neumann ghost = edge."""
+        return 2.0 * value - edge if wall == 0 else edge
+
+    @njit(cache=True, nogil=True, boundscheck=False)
     def _mirror(ghost, edge, wall, value):
-        """Wall ghosts from the edge cells: Dirichlet (ghost + edge)/2 = value, Neumann ghost = edge."""
+        """A row of wall ghosts from the edge row."""
         for j in range(ghost.shape[0]):
-            ghost[j] = 2.0 * value - edge[j] if wall == 0 else edge[j]
+            ghost[j] = _mirrored(edge[j], wall, value)
 
     @njit(cache=True, nogil=True, boundscheck=False)
     def _span(lo, hi, grow, axis, e):
@@ -93,9 +98,9 @@ if numba is not None:
         """Wall ghosts of one 2-D row along axis 1 (the row's own axis)."""
         a, b = _span(lo, hi, grow, 1, e)
         if not grow[2]:
-            slab[a - 1] = 2.0 * value - slab[a] if wall == 0 else slab[a]
+            slab[a - 1] = _mirrored(slab[a], wall, value)
         if not grow[3]:
-            slab[b] = 2.0 * value - slab[b - 1] if wall == 0 else slab[b - 1]
+            slab[b] = _mirrored(slab[b - 1], wall, value)
 
     def _walls2(slab, lo, hi, grow, e, wall, value):
         """Wall ghosts of one 3-D plane along axes 1 and 2."""
@@ -103,9 +108,9 @@ if numba is not None:
         a2, b2 = _span(lo, hi, grow, 2, e)
         for j in range(a1, b1):
             if not grow[4]:
-                slab[j, a2 - 1] = 2.0 * value - slab[j, a2] if wall == 0 else slab[j, a2]
+                slab[j, a2 - 1] = _mirrored(slab[j, a2], wall, value)
             if not grow[5]:
-                slab[j, b2] = 2.0 * value - slab[j, b2 - 1] if wall == 0 else slab[j, b2 - 1]
+                slab[j, b2] = _mirrored(slab[j, b2 - 1], wall, value)
         if not grow[2]:
             _mirror(slab[a1 - 1, a2:b2], slab[a1, a2:b2], wall, value)
         if not grow[3]:
@@ -171,8 +176,8 @@ if numba is not None:
         Every cell sees the reference's arithmetic on the same inputs, so the
         result is bitwise the step-by-step result."""
         e = steps - 1
-        first = lo[0] - (e if grow[0] else 0)
-        for i in range(first, hi[0] + (e if grow[1] else 0)):      # level 0's wall ghosts
+        first, last = _span(lo, hi, grow, 0, e)
+        for i in range(first, last):                                # level 0's wall ghosts
             _walls(src[i], lo, hi, grow, e, wall, value)
         if not grow[0]:
             _faces(src[lo[0] - 1], src[lo[0]], lo, hi, grow, e, wall, value)
@@ -182,7 +187,8 @@ if numba is not None:
             for s in range(1, steps + 1):
                 e = steps - s
                 i = r - s + 1
-                if i < lo[0] - (e if grow[0] else 0) or i >= hi[0] + (e if grow[1] else 0):
+                a, b = _span(lo, hi, grow, 0, e)
+                if i < a or i >= b:
                     continue
                 if s == 1:
                     um, uc, up = src[i - 1], src[i], src[i + 1]

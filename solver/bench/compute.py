@@ -44,10 +44,6 @@ class Problem:
         shape = [self.per_rank[0] * ranks, *self.per_rank[1:]]      # ranks split the first axis
         return ["problem.kind=heat", f"heat.shape={shape}", "heat.initial=random"]
 
-    @property
-    def unit(self):
-        return "pairs/s" if self.name == "nbody" else "cells/s"
-
 
 def problems(quick: bool):
     if quick:        # a smoke test of the whole command: seconds, not minutes
@@ -72,6 +68,10 @@ class Row:
     peer_spread: float = 0.0
     weak: float = float("nan")
     notes: list = field(default_factory=list)
+
+    @property
+    def unit(self) -> str:
+        return "pairs/s" if self.problem == "nbody" else "cells/s"
 
     @property
     def effective(self) -> str:
@@ -99,7 +99,7 @@ def _measure(comm, problem, backend, ranks, repeats, seconds, scratch):
     for target in (0.25 * seconds, seconds):
         wall, summary, model = timed_run(comm, directory, base + [f"time.steps={steps}"])
         model.close()
-        quantum = getattr(model, "block", 1)
+        quantum = model.block
         per_step = summary["loop_seconds"] / steps
         steps = comm.bcast(max(quantum, int(target / max(per_step, 1e-9)) // quantum * quantum), root=0)
     rates, runs = [], []
@@ -206,7 +206,7 @@ def bench_compute(comm, args) -> int:
                         if ranks > 1:
                             row.weak = row.rate / ranks / first.rate
                         rows.append(row)
-                        log(f"  {problem.label:8} {size:>14} {backend:6} {ranks} rank(s): {rate:.3g} {problem.unit} "
+                        log(f"  {problem.label:8} {size:>14} {backend:6} {ranks} rank(s): {rate:.3g} {row.unit} "
                             f"(spread {spread:.0%})" + (f"; {row.peer} {row.peer_rate:.3g}" if row.peer_rate else ""))
                 quiet_barrier(comm)
     if comm.rank == 0:
@@ -246,8 +246,7 @@ def report(rows, bandwidth, args) -> str:
         ratio = f"{r.rate / r.peer_rate:.2f}x" if r.peer_rate else ""
         weak = "" if math.isnan(r.weak) else f"{r.weak:.0%}"
         split = " / ".join(f"{100 * r.phases[k]:.0f}%" for k in ("compute", "comm", "io", "diagnostics", "other"))
-        unit = "pairs/s" if r.problem == "nbody" else "cells/s"
-        out.append(f"| {r.problem} | {r.size} | {r.backend} | {r.ranks} | {r.rate:.3g} {unit} | {r.spread:.0%} | "
+        out.append(f"| {r.problem} | {r.size} | {r.backend} | {r.ranks} | {r.rate:.3g} {r.unit} | {r.spread:.0%} | "
                    f"{r.effective} | {bound} | {peer} | {ratio} | {weak} | {split} |")
     out += ["", "Goals (ours / peer on one rank; weak scaling 1 -> 2 ranks):"]
     for r in rows:

@@ -48,6 +48,7 @@ def timed(timers, name):
 
 class Clocked:
     """Mixin: a model's step count, time and dt, read from its ``clock``."""
+    block = 1        # steps one ``advance`` call takes when it may: checks fall on whole calls
 
     def step(self, timers=None):
         self.advance(1, timers)

@@ -83,8 +83,8 @@ class HeatModel(Clocked):
         self.halo = HaloExchange(self.decomp, np.float64, width=g)
         inner = [[not self.decomp.at_wall(a, side) for side in (0, 1)] for a in range(len(n))]
         interior, border = split_boxes(n, g, inner)
-        self._boxes = [(box, self._grow(box)) for box in ([interior] if interior else []) + border]
-        self._overlapped = interior is not None   # the first box is computed while the halo travels
+        self._interior = (interior, self._grow(interior)) if interior else None   # swept while the halo travels
+        self._border = [(box, self._grow(box)) for box in border]
         self._inner = tuple(slice(g, k + g) for k in n)
         self._mode = None        # the sine start's shape, kept for the error diagnostic
         self._lent = None        # the state buffer a checkpoint writer is reading
@@ -138,18 +138,21 @@ class HeatModel(Clocked):
         steps = max(1, min(max_steps, self.block))
         u, out = self._u, self._next
         h = self.heat
+
+        def sweep(box):
+            (lo, hi), grow = box
+            self.backend.heat_fused(u, out, self.coeffs, steps, lo, hi, grow, h.boundary, h.boundary_value)
+
         with timed(timers, "halo"):
             self.halo.begin(u)
-        boxes = iter(self._boxes)
-        if self._overlapped:
+        if self._interior:
             with timed(timers, "compute"):
-                (lo, hi), grow = next(boxes)
-                self.backend.heat_fused(u, out, self.coeffs, steps, lo, hi, grow, h.boundary, h.boundary_value)
+                sweep(self._interior)
         with timed(timers, "halo"):
             self.halo.finish(u)
         with timed(timers, "compute"):
-            for (lo, hi), grow in boxes:
-                self.backend.heat_fused(u, out, self.coeffs, steps, lo, hi, grow, h.boundary, h.boundary_value)
+            for box in self._border:
+                sweep(box)
         if u is self._lent:                  # a writer holds u: step into the spare buffer next
             if self._spare is None:
                 self._spare = self.backend.zeros(u.shape)
