@@ -13,6 +13,9 @@ from . import __version__
 from .config import ConfigError, load_settings
 
 COMMANDS = ("run", "info", "plot", "bench")
+EXIT_NUMERICAL = 4        # the state stopped being finite (or became singular); the last good checkpoint stays
+EXIT_INTERRUPTED = 130    # a second Ctrl-C (128 + SIGINT), or Ctrl-C during start-up
+_state = {"running": False}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,31 +110,45 @@ def cmd_run(args, comm) -> int:
     from .restart import plan
     from .triggers import EXIT_STOPPED, Triggers
 
-    settings, output_dir, restart = agree(comm, plan, args, comm, lambda: load(args, comm), _overrides(args))
-    backend = agree(comm, get_backend, settings.backend)
-    settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
-    model = agree(comm, make_model, settings, comm, backend, restart)
-    agree(comm, model.set_initial)
-    settings = model.settings
-    if restart is not None and model.step_count >= model.end_step:
-        log(f"{restart.path} is at step {model.step_count}, and the run ends at step {model.end_step}: "
-            f"nothing to do (extend it with --set time.steps=N)")
-        return 0
+    settings, out, restart = agree(comm, plan, args, comm, lambda: load(args, comm), _overrides(args))
+    output_dir = out.path
+    helper = None
+    try:                                 # bad input found from here on leaves no trace of the claim
+        backend = agree(comm, get_backend, settings.backend)
+        settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
+        model = agree(comm, make_model, settings, comm, backend, restart)
+        agree(comm, model.set_initial)
+        settings = model.settings
+        if restart is not None and model.step_count >= model.end_step:
+            log(f"{restart.path} is at step {model.step_count}, and the run ends at step {model.end_step}: "
+                f"nothing to do (extend it with --set time.steps=N)")
+            if comm.rank == 0:
+                out.release()
+            return 0
+        triggers = Triggers(settings.time.wall_limit)
+        if comm.rank == 0:               # the status port is bound before anything is written
+            helper = agree(comm, AsyncHelper, output_dir, triggers, settings.output.status_port,
+                           settings.output.snapshots)
+        else:
+            agree(comm, lambda: None)
+    except ConfigError:
+        if comm.rank == 0:
+            out.release()
+        raise
     prepare_output_dir(output_dir, comm)
 
     log(f"solver {__version__}: {model.describe()}, backend {backend.name}, dt={model.dt:.6g}, "
         f"steps {model.step_count}->{model.end_step}")
     if restart is not None:
-        log(f"restart: from {restart.path} (written by {restart.attrs['nranks']} ranks)")
+        n = restart.attrs["nranks"]
+        log(f"restart: from {restart.path} (written by {n} rank{'s' if n != 1 else ''})")
     log(f"output: {output_dir}")
 
-    triggers = Triggers(settings.time.wall_limit)
     triggers.install()
-    helper = None
-    if comm.rank == 0:
-        helper = AsyncHelper(output_dir, triggers, settings.output.status_port, settings.output.snapshots)
+    _state["running"] = True
     try:
-        summary = run(model, settings, output_dir, comm, triggers, helper)
+        summary = run(model, settings, output_dir, comm, triggers, helper,
+                      lineage={"run_id": out.run_id, **({"parent": out.parent} if out.parent else {})})
     finally:
         if helper is not None:
             helper.close()
@@ -143,6 +160,8 @@ def cmd_run(args, comm) -> int:
     log(f"done: {summary['steps']} steps in {summary['loop_seconds']:.3g} s, {rate:.4g} {model.work_name}/s; "
         + ", ".join(f"{k} {v:.3g} s" for k, v in t.items() if v > 0) + " (max over ranks)")
     log(f"wrote {summary['checkpoint']}")
+    for warning in summary["warnings"]:
+        log(f"warning: {warning}")
     if summary["stopped"]:
         log(f"stopped at step {model.step_count} of {model.end_step} ({summary['stopped']}); "
             f"continue with: --restart latest --output {output_dir}")
@@ -227,7 +246,19 @@ def main(argv=None) -> int:
         return 2
     except FloatingPointError as exc:        # raised on every rank at the same step
         error_line(str(exc))
-        return 1
+        return EXIT_NUMERICAL
+    except KeyboardInterrupt:
+        if _state["running"]:
+            message = ("interrupted again: stopped at once, without a final checkpoint; the newest complete "
+                       "checkpoint is kept (continue with --restart latest)")
+        else:
+            message = "interrupted during start-up; no checkpoint was written"
+        sys.stderr.write(f"solver: {message}\n")
+        abort(EXIT_INTERRUPTED)
+    except MemoryError:
+        sys.stderr.write(f"solver: rank {world.rank}: error: out of memory; use more ranks or nodes, "
+                         f"or a smaller problem\n")
+        abort(1)
     except WriterError as exc:
         # every rank raised this at the same step; writer threads may be stuck
         # in a collective that will never complete, so abort rather than exit

@@ -26,24 +26,37 @@ NBODY_INITIAL = ("plummer", "figure8", "kepler", "uniform", "file")
 BACKENDS = ("auto", "numpy", "cpu", "cuda", "opencl")
 
 
-def _int(key, v, lo=None):
+INT_MAX = 2 ** 63 - 1
+
+
+def _int(key, v, lo=None, hi=INT_MAX):
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(f"{key}: expected an integer, got {_show(v)}")
     if lo is not None and v < lo:
         raise ConfigError(f"{key}: must be >= {lo}, got {v}")
+    if v > hi:
+        raise ConfigError(f"{key}: must be <= {hi}, got {v}")
     return v
 
 
-def _float(key, v, positive=False, nonneg=False):
+def _float(key, v, positive=False, nonneg=False, magnitude=None):
+    """A finite number; ``magnitude`` = (smallest, largest) absolute value
+    allowed for a nonzero one, where arithmetic on it would under- or overflow."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(f"{key}: expected a number, got {_show(v)}")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:
+        raise ConfigError(f"{key}: {v} is too large for a floating-point number") from None
     if not math.isfinite(v):
         raise ConfigError(f"{key}: must be a finite number, got {v}")
     if positive and v <= 0:
         raise ConfigError(f"{key}: must be > 0, got {v}")
     if nonneg and v < 0:
         raise ConfigError(f"{key}: must be >= 0, got {v}")
+    if magnitude is not None and v != 0 and not magnitude[0] <= abs(v) <= magnitude[1]:
+        raise ConfigError(f"{key}: {v:g} is outside [{magnitude[0]:g}, {magnitude[1]:g}] in magnitude, where the "
+                          f"arithmetic of the solver would under- or overflow; rescale the problem's units")
     return v
 
 
@@ -85,7 +98,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "nbody": {
         "n": 1000, "initial": "plummer", "softening": 0.01, "seed": 0,
         "precision": "float64", "G": 1.0, "file": "", "eccentricity": 0.5,
-        "decomposition": "allgather",
+        "decomposition": "allgather", "energy_warning": 1e-3,
     },
     "time": {"steps": 100, "dt": "auto", "t_end": None, "safety": 0.9, "wall_limit": 0.0},
     "output": {
@@ -94,6 +107,22 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "backend": {"name": "auto"},
 }
+
+
+# Magnitudes beyond which squares, reciprocals or stencil sums of a value
+# under- or overflow double precision: refused up front, not met mid-run.
+LENGTHS = (1e-100, 1e100)      # extents and softening: their squares and inverse squares stay normal
+SCALES = (1e-200, 1e200)       # diffusivity, G, dt
+MAX_VALUE = 1e300              # field values: a stencil sums a few of them
+
+
+def _check_resolved(modes, shape, boundary):
+    """The sine start's mode numbers must be ones the grid resolves (below the Nyquist limit)."""
+    for axis, (m, n) in enumerate(zip(modes, shape)):
+        top = {"dirichlet": n, "neumann": n - 1, "periodic": n // 2}[boundary]
+        if m > top:
+            raise ConfigError(f"heat.modes: mode {m} on axis {axis} is beyond what {n} cells resolve "
+                              f"(at most {top} with {boundary} walls); use a smaller mode or a finer grid")
 
 
 # ----------------------------------------------------------------------------
@@ -131,6 +160,7 @@ class NBodySettings:
     file: str
     eccentricity: float      # of the 'kepler' start
     decomposition: str       # 'allgather' (bitwise on any rank count) or 'ring'
+    energy_warning: float    # relative energy error above which the run warns; 0: never
 
 
 @dataclass(frozen=True)
@@ -176,6 +206,8 @@ class Settings:
             "output": dataclasses.asdict(self.output),
             "backend": {"name": self.backend},
         }
+        if self.time.t_end is not None:
+            del d["time"]["steps"]         # the end is t_end; steps is derived from it
         for table in d.values():
             for k, v in list(table.items()):
                 if v is None:
@@ -208,13 +240,17 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set {item}: KEY must be SECTION.NAME, e.g. time.steps")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
+        parsed = tomllib.loads(f"v = {text}")
+        value = parsed["v"]
     except tomllib.TOMLDecodeError:
         stripped = text.strip()
         if stripped and all(c.isalnum() or c in "_-./" for c in stripped):
             value = stripped
         else:
             raise ConfigError(f"--set {item}: value is not valid TOML (quote strings, e.g. KEY='text')") from None
+    else:
+        if len(parsed) != 1:
+            raise ConfigError(f"--set {item!r}: one KEY=VALUE per --set (the value holds a line break and another key)")
     return parts[0], parts[1], value
 
 
@@ -253,11 +289,19 @@ def load_settings(text: str | None, source: str = "<default>", overrides=(), nam
         raw = parse_toml(text, source)
         _check_known(raw, source)
         explicit = {s: set(raw.get(s, {})) for s in SCHEMA}
+    from_set = set()
     for item in overrides:
         section, key, value = parse_override(item)
         _check_known({section: {key: value}}, f"--set {item}")
         raw.setdefault(section, {})[key] = value
         explicit[section].add(key)
+        from_set.add((section, key))
+        # time.steps and time.t_end are two ways to say where a run ends:
+        # one given with --set replaces the other from the file
+        other = {"steps": "t_end", "t_end": "steps"}.get(key) if section == "time" else None
+        if other and ("time", other) not in from_set:
+            raw.get("time", {}).pop(other, None)
+            explicit["time"].discard(other)
     merged = {s: {**defaults, **raw.get(s, {})} for s, defaults in SCHEMA.items()}
     return _validate(merged, explicit, name)
 
@@ -280,7 +324,7 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
         extent = [extent] * ndim
     if not isinstance(extent, list) or len(extent) != ndim:
         raise ConfigError(f"heat.extent: expected a number or a list of {ndim} lengths (one per axis of heat.shape), got {_show(extent)}")
-    extent = tuple(_float("heat.extent", e, positive=True) for e in extent)
+    extent = tuple(_float("heat.extent", e, positive=True, magnitude=LENGTHS) for e in extent)
     boundary = _choice("heat.boundary", h["boundary"], BOUNDARIES)
     modes = h["modes"]
     if modes is None:
@@ -292,14 +336,16 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
     lo = 1 if boundary == "dirichlet" else 0
     modes = tuple(_int("heat.modes", m, lo=lo) for m in modes)
     initial = _choice("heat.initial", h["initial"], HEAT_INITIAL)
+    if initial == "sine":
+        _check_resolved(modes, shape, boundary)
     heat_file = _str("heat.file", h["file"])
     if initial == "file" and not heat_file:
         raise ConfigError("heat.file: heat.initial = 'file' needs heat.file, the path of an HDF5 checkpoint to start from")
     heat = HeatSettings(
         shape=tuple(shape), extent=extent,
-        diffusivity=_float("heat.diffusivity", h["diffusivity"], positive=True),
+        diffusivity=_float("heat.diffusivity", h["diffusivity"], positive=True, magnitude=SCALES),
         boundary=boundary,
-        boundary_value=_float("heat.boundary_value", h["boundary_value"]),
+        boundary_value=_float("heat.boundary_value", h["boundary_value"], magnitude=(0.0, MAX_VALUE)),
         initial=initial, modes=modes, seed=_int("heat.seed", h["seed"], lo=0), file=heat_file,
         fused_steps=_int("heat.fused_steps", h["fused_steps"], lo=0),
     )
@@ -308,13 +354,14 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
     nbody = NBodySettings(
         n=_int("nbody.n", b["n"], lo=1),
         initial=_choice("nbody.initial", b["initial"], NBODY_INITIAL),
-        softening=_float("nbody.softening", b["softening"], nonneg=True),
+        softening=_float("nbody.softening", b["softening"], nonneg=True, magnitude=LENGTHS),
         seed=_int("nbody.seed", b["seed"], lo=0),
         precision=_choice("nbody.precision", b["precision"], ("float64", "float32")),
-        G=_float("nbody.G", b["G"], positive=True),
+        G=_float("nbody.G", b["G"], positive=True, magnitude=SCALES),
         file=_str("nbody.file", b["file"]),
         eccentricity=_float("nbody.eccentricity", b["eccentricity"], nonneg=True),
         decomposition=_choice("nbody.decomposition", b["decomposition"], ("allgather", "ring")),
+        energy_warning=_float("nbody.energy_warning", b["energy_warning"], nonneg=True),
     )
     if nbody.eccentricity >= 1:
         raise ConfigError(f"nbody.eccentricity: a bound orbit needs 0 <= e < 1, got {nbody.eccentricity}")
@@ -327,12 +374,13 @@ def _validate(c: dict, explicit: dict, name: str) -> Settings:
     if dt != "auto":
         if isinstance(dt, str):
             raise ConfigError(f"time.dt: expected a positive number or 'auto', got {_show(dt)}")
-        dt = _float("time.dt", dt, positive=True)
+        dt = _float("time.dt", dt, positive=True, magnitude=SCALES)
     t_end = t["t_end"]
     if t_end is not None:
         t_end = _float("time.t_end", t_end, positive=True)
         if "steps" in explicit["time"]:
-            raise ConfigError("time.t_end: set either time.steps or time.t_end, not both")
+            raise ConfigError("time.t_end: set either time.steps or time.t_end, not both "
+                              "(a --set of one replaces the other from the file)")
     safety = _float("time.safety", t["safety"], positive=True)
     if safety > 1:
         raise ConfigError(f"time.safety: the fraction of the stability limit must be in (0, 1], got {safety}")
@@ -363,10 +411,19 @@ def _toml_value(v) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_toml_char(c) for c in v) + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _toml_char(c: str) -> str:
+    """One character of a TOML basic string: quotes, backslashes and control characters escaped."""
+    if c in '"\\':
+        return "\\" + c
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04X}"
+    return c
 
 
 def dump_toml(tables: dict) -> str:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .parallel.mpi import MPI, emit
+from .config import ConfigError
+from .parallel.mpi import MPI, all_ranks, emit
 
 
 class Timers:
@@ -53,6 +54,11 @@ class Progress:
         self.t0 = _time.perf_counter()
         self._last_draw = 0.0
 
+    def note(self, text):
+        """A line of its own from rank 0 (between progress lines)."""
+        if self.root:
+            emit(self.stream, ("\r\033[K" if self.live else "") + text + "\n")
+
     def _rate(self, step):
         elapsed = _time.perf_counter() - self.t0
         rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
@@ -70,7 +76,7 @@ class Progress:
         rate, eta = self._rate(step)
         emit(self.stream, f"\r  step {step}/{self.end}  t={sim_time:.6g}  {rate:.1f} steps/s  ETA {_eta(eta)}   ")
 
-    def line(self, diag):
+    def line(self, diag, warnings=()):
         if not self.root:
             return
         rate, eta = self._rate(diag["step"])
@@ -78,6 +84,7 @@ class Progress:
             f"{k}={v:.6g}" for k, v in diag.items() if k not in ("step", "time")])
         if diag["step"] > self.start:
             text += f"  {rate:.1f} steps/s  ETA {_eta(eta)}"
+        text += "".join(f"  WARNING: {w}" for w in warnings)
         emit(self.stream, ("\r\033[K" if self.live else "") + text + "\n")
 
 
@@ -107,41 +114,82 @@ def _eta(seconds):
 
 
 class DiagnosticsLog:
-    """diagnostics.csv in the output directory, appended by rank 0."""
+    """diagnostics.csv in the output directory, appended by rank 0: one row per
+    diagnostics step of the run's one history.  A restart first cuts the file
+    back to the rows before its step (those after it belong to a stretch of
+    the run that the restart recomputes, or to a line cut off by a kill)."""
 
     def __init__(self, path, comm):
         self.path, self.root, self.columns = path, comm.rank == 0, None
 
+    def begin(self, step):
+        """Keep the rows before ``step`` (rank 0; an atomic rewrite)."""
+        if not self.root or not os.path.exists(self.path):
+            return
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().split("\n")
+        header, kept = lines[0], []
+        width = len(header.split(","))
+        for line in lines[1:]:
+            cells = line.split(",")
+            try:
+                if len(cells) == width and int(float(cells[0])) < step:
+                    kept.append(line)
+            except ValueError:
+                continue                     # a line cut short by a kill
+        self.columns = header.split(",")
+        tmp = self.path + ".part"
+        with open(tmp, "w") as fh:
+            fh.write("\n".join([header] + kept) + "\n")
+        os.replace(tmp, self.path)
+
     def append(self, diag):
-        """A row; the header too when the file is new (a restart appends to the run's file)."""
+        """A row; the header too when the file is new."""
         if not self.root:
             return
         self.columns = self.columns or list(diag)
         with open(self.path, "a") as fh:
             if fh.tell() == 0:
                 fh.write(",".join(self.columns) + "\n")
-            fh.write(",".join(repr(float(diag.get(c, float("nan")))) for c in self.columns) + "\n")
+            fh.write(",".join(str(int(diag["step"])) if c == "step" else repr(float(diag.get(c, float("nan"))))
+                              for c in self.columns) + "\n")
 
 
 class _Agreement:
     """The per-step collective that keeps every rank acting at the same step:
-    rank 0's requests (stop, checkpoint), every rank's writer state, and rank
-    0's choice of the next step to check (about every 0.2 s of stepping)."""
+    rank 0's requests (stop, checkpoint), every rank's writer state, whether
+    every rank's state is still finite, and rank 0's choice of the next step
+    to check (about every 0.2 s of stepping).  The finiteness check reads the
+    whole state, so it runs only when stepping since the last one took at
+    least ``CHECK_RATIO`` times what the check costs."""
     TARGET_SECONDS = 0.2
+    CHECK_RATIO = 50
 
-    def __init__(self, comm, triggers, writer, start_step, quantum=1):
-        self.comm, self.triggers, self.writer = comm, triggers, writer
+    def __init__(self, comm, triggers, writer, model, start_step, quantum=1):
+        self.comm, self.triggers, self.writer, self.model = comm, triggers, writer, model
         self.quantum = quantum            # the model's steps per call: checks fall on whole calls
         self.next_step = start_step + quantum
         self._mark = (start_step, _time.perf_counter())
+        self._check_cost, self._last_check = 0.0, -math.inf
 
     def due(self, step) -> bool:
         return step >= self.next_step or self.writer.pending
 
+    def _state_bad(self) -> int:
+        now = _time.perf_counter()
+        if now - self._last_check < self.CHECK_RATIO * self._check_cost:
+            return 0
+        bad = int(not self.model.state_ok())
+        self._last_check = _time.perf_counter()
+        self._check_cost = self._last_check - now
+        return bad
+
     def poll(self, step) -> tuple[int, int]:
-        """(stop, checkpoint): collective, the same on every rank."""
-        flags = np.zeros(5, dtype=np.int64)
+        """(stop, checkpoint): collective, the same on every rank; raises
+        FloatingPointError on every rank when some rank's state is not finite."""
+        flags = np.zeros(6, dtype=np.int64)
         flags[2:4] = self.writer.local_flags()
+        flags[5] = self._state_bad()
         if self.comm.rank == 0:
             flags[0:2] = self.triggers.take()
             s0, t0 = self._mark
@@ -152,8 +200,16 @@ class _Agreement:
             self._mark = (step, now)
         self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
         self.writer.absorb(int(flags[2]), int(flags[3]))
+        if flags[5]:
+            raise_not_finite(self.model, "the state")
         self.next_step = step + int(flags[4])
         return int(flags[0]), int(flags[1])
+
+
+def raise_not_finite(model, what):
+    raise FloatingPointError(f"{what} stopped being finite by step {model.step_count} (t = {model.time:.6g}): "
+                             f"the run is stopped and its newest checkpoint is the last good state; "
+                             f"reduce time.dt or check the inputs")
 
 
 def _next_multiple(step, every):
@@ -171,9 +227,10 @@ def _earlier_timings(model) -> dict:
         return {}
 
 
-def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -> dict:
+def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, lineage=None) -> dict:
     """Advance ``model`` to its end step (or until asked to stop), writing
-    checkpoints on the way; returns a summary.  Collective."""
+    checkpoints on the way; returns a summary.  Collective.  ``lineage``
+    (run_id, parent) goes into every checkpoint's attributes."""
     from .io.writer import CheckpointWriter
     from .io.checkpoint import timings_json
     from .io.xdmf import write_sidecar
@@ -184,6 +241,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
     every = settings.output.checkpoint_every
     log_every = settings.output.log_every or max(1, (end - start) // 10)
     history = DiagnosticsLog(os.path.join(output_dir, "diagnostics.csv"), comm)
+    history.begin(start)
     progress = Progress(start, end, comm)
     if quiet:
         progress.root = progress.live = False
@@ -195,20 +253,30 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
 
     writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
                               background=settings.output.background, on_complete=after_write)
-    agreement = _Agreement(comm, triggers, writer, start, model.block)
+    agreement = _Agreement(comm, triggers, writer, model, start, model.block)
+    warnings = []                               # the latest diagnostics warnings, for the summary
 
     def diagnose():
         with timers("diagnostics"):
-            diag = model.diagnostics()
+            with np.errstate(all="ignore"):
+                diag = model.diagnostics()
+        bad = [k for k in model.finite_keys if not math.isfinite(diag[k])]
+        if bad:                                 # global values: every rank sees the same
+            raise_not_finite(model, f"the {bad[0]} (= {diag[bad[0]]})")
+        notes = model.warnings(diag)
+        if notes:
+            warnings[:] = notes
         history.append(diag)
-        progress.line(diag)
+        progress.line(diag, notes)
         return diag
 
     earlier = _earlier_timings(model)
 
     def checkpoint():
         with timers("output"):
-            attrs = model.checkpoint_attrs()
+            if not all_ranks(comm, model.state_ok()):      # never replace a good checkpoint with a bad state
+                raise_not_finite(model, "the state")
+            attrs = {**model.checkpoint_attrs(), **(lineage or {})}
             now = {**timers.seconds, "writing": writer.seconds}
             attrs["timings"] = timings_json({k: now.get(k, 0.0) + earlier.get(k, 0.0) for k in {*now, *earlier}})
             writer.submit(model.step_count, attrs, model.checkpoint_datasets())
@@ -239,6 +307,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
                 status("running")
                 if stop and step != end:
                     stop_reason = triggers.stop_reason or "a stop request on rank 0"
+                    progress.note(f"stopping at step {step} ({stop_reason}): writing the final checkpoint")
                     break
                 want = want or (bool(now) and step != end)
             if want:
@@ -249,10 +318,16 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False) -
         checkpoint()
         with timers("output"):
             writer.close()
+    except (FloatingPointError, ConfigError):
+        # raised on every rank at the same step: let a write in flight (an
+        # earlier, good state) finish before MPI shuts down
+        writer.join()
+        triggers.restore()
+        raise
     except BaseException:
         triggers.restore()
         raise
     status("stopped" if stop_reason else "finished")
     return {"final": diag, "steps": model.step_count - start, "loop_seconds": loop_seconds,
             "timers": timers.max_over(comm), "checkpoint": writer.last_path, "stopped": stop_reason,
-            "write_seconds": writer.seconds}
+            "write_seconds": writer.seconds, "warnings": warnings}

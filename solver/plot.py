@@ -80,15 +80,31 @@ def render_checkpoint(path, out_dir) -> str:
     return out
 
 
+def read_history(csv_path) -> dict | None:
+    """Columns of diagnostics.csv as arrays; rows that do not parse (a line
+    cut short when a job was killed) are skipped.  None when there are none."""
+    with open(csv_path, encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        rows = []
+        for row in reader:
+            try:
+                if header and len(row) == len(header):
+                    rows.append([float(v) for v in row])
+            except ValueError:
+                continue
+    if not header or not rows:
+        return None
+    return dict(zip(header, np.array(rows).T))
+
+
 def render_history(csv_path, out_dir) -> str | None:
     """The diagnostics over time: total heat, min/max and the analytic error."""
     if not os.path.exists(csv_path):
         return None
-    with open(csv_path) as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
+    cols = read_history(csv_path)
+    if cols is None:
         return None
-    cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
     order = np.argsort(cols["step"], kind="stable")
     cols = {k: v[order] for k, v in cols.items()}
     if "energy" in cols:

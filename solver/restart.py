@@ -1,25 +1,37 @@
 """Where a run lives and where it restarts from.
 
-A run directory holds ``checkpoints/``, ``diagnostics.csv`` and XDMF files.
-``--restart latest`` takes the newest complete checkpoint of the output
-directory; ``--restart PATH`` a checkpoint file or a run directory.  The
-checkpoint must describe the same problem as the config (shape and physics);
-anything else is one clear error before anything is allocated or written.
+A run directory holds one run's history (its lineage): ``checkpoints/``,
+``diagnostics.csv``, XDMF files and a marker file ``.solver-run`` that names
+the run and is locked while a job writes there.  A fresh run gets a new
+directory, created exclusively.  A restart continues in the checkpoint's own
+run directory only from that run's newest checkpoint; a restart from an older
+checkpoint (a branch), or into a directory other than its own, needs a new
+``--output`` directory.  ``--restart latest`` takes the newest complete
+checkpoint of the output directory; ``--restart PATH`` a checkpoint file or a
+run directory.  The checkpoint must describe the same problem as the config
+(shape, physics and start); anything else is one clear error before anything
+is allocated or written.
 """
 from __future__ import annotations
 
 import datetime
+import json
+import math
 import os
+import socket
+import uuid
 
 from .config import ConfigError, load_settings
 from .io.checkpoint import inspect_checkpoint, list_checkpoints
 from .parallel.mpi import root_decides
 
-# keys that define the problem: a restart must not change them
+# keys that define the problem and its start: a restart must not change them
+# (the analytic error and the provenance in later checkpoints depend on them)
 PHYSICS = {
-    "heat": ("shape", "extent", "diffusivity", "boundary", "boundary_value"),
-    "nbody": ("n", "softening", "G", "precision"),
+    "heat": ("shape", "extent", "diffusivity", "boundary", "boundary_value", "initial", "modes", "seed"),
+    "nbody": ("n", "softening", "G", "precision", "initial", "seed", "eccentricity"),
 }
+MARKER = ".solver-run"
 
 
 def run_dir_of(checkpoint_path: str) -> str:
@@ -86,9 +98,13 @@ def check_compatible(settings, info):
             if info.shapes.get(f"nbody/{name}") != shape or info.dtypes.get(f"nbody/{name}") != dtype:
                 raise ConfigError(f"--restart: /nbody/{name} in {info.path} is not {dtype} of shape {list(shape)} "
                                   f"(damaged checkpoint)")
-    step = info.attrs["step"]
+    step, t = info.attrs["step"], info.attrs["time"]
     if not isinstance(step, int) or step < 0:
         raise ConfigError(f"--restart: {info.path} has an invalid step attribute {step!r}")
+    if not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise ConfigError(f"--restart: {info.path} has an invalid time attribute {t!r} (damaged checkpoint)")
+    if not isinstance(info.attrs["dt"], (int, float)):
+        raise ConfigError(f"--restart: {info.path} has an invalid dt attribute {info.attrs['dt']!r} (damaged checkpoint)")
 
 
 def _particle_count(settings, info):
@@ -106,20 +122,159 @@ def _show(v):
     return list(v) if isinstance(v, tuple) else repr(v)
 
 
-def _fresh_dir(settings, requested) -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    directory = requested or settings.output.dir or os.path.join("runs", f"{settings.name}-{stamp}")
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise ConfigError(f"--output: {directory} exists and is not a directory")
-    if list_checkpoints(os.path.join(directory, "checkpoints")):
-        raise ConfigError(f"--output: {directory} already holds checkpoints of another run; continue it with "
-                          f"--restart latest, or choose a new output directory (nothing was changed)")
-    return directory
+class OutputDir:
+    """A run directory this process writes into: claimed exclusively (a new
+    one) or continued (the run's own), its marker locked for as long as the
+    process lives.  ``release()`` undoes a claim that was never used: it
+    removes only what the claim created."""
+
+    def __init__(self, path, run_id, parent=None):
+        self.path, self.run_id, self.parent = path, run_id, parent
+        self._created = []           # what to remove if the run never starts, newest first
+        self._lock = None
+
+    # --- rank 0 only ---------------------------------------------------------
+    def create(self):
+        """A new run: the directory must not exist or be empty; made exclusively."""
+        path = self.path
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            try:
+                os.mkdir(path)
+                self._created.append(path)
+            except FileExistsError:
+                if not os.path.isdir(path):
+                    raise ConfigError(f"--output: {path} exists and is not a directory") from None
+                if os.listdir(path):
+                    raise ConfigError(f"--output: {path} already exists and is not empty (another run's "
+                                      f"directory?); continue that run with --restart latest --output {path}, "
+                                      f"or choose a new output directory (nothing was changed)") from None
+            self._write_marker(exclusive=True)
+        except OSError as exc:
+            raise ConfigError(f"--output: cannot create the run directory {path}: {exc.strerror or exc}") from None
+        self._take_lock()
+
+    def resume(self):
+        """The run's own directory: lock its marker (made if an older solver left none)."""
+        try:
+            if not os.path.exists(os.path.join(self.path, MARKER)):
+                self._write_marker(exclusive=True)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"--restart: cannot write to the run directory {self.path}: "
+                              f"{exc.strerror or exc}") from None
+        self._take_lock()
+
+    def _write_marker(self, exclusive):
+        marker = os.path.join(self.path, MARKER)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else 0), 0o644)
+        self._created.insert(0, marker)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"run_id": self.run_id, "parent": self.parent, "created": _now(),
+                       "host": socket.gethostname()}, fh)
+            fh.write("\n")
+
+    def _take_lock(self):
+        """An advisory lock on the marker, released by the OS when this process
+        ends however it ends; skipped on file systems without locks."""
+        import fcntl
+        fd = os.open(os.path.join(self.path, MARKER), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"--output: {self.path} is in use by another running job; wait for it to end, "
+                              f"or choose a new output directory") from None
+        except OSError:
+            pass                     # no locking on this file system: the exclusive marker still guards new runs
+        self._lock = fd
+
+    def release(self):
+        """Undo a claim that was not used (bad input found after it)."""
+        for path in self._created:
+            try:
+                (os.rmdir if os.path.isdir(path) else os.remove)(path)
+            except OSError:
+                pass
+        self._created = []
 
 
-def new_output_dir(settings, requested, comm) -> str:
-    """A fresh run's directory (rank 0 decides): never one that already holds a run."""
-    return root_decides(comm, _fresh_dir, settings, requested)
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _default_dir(settings) -> str:
+    """runs/NAME-YYYYmmdd-HHMMSS, with -2, -3, ... when that name is taken."""
+    base = os.path.join("runs", f"{settings.name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    candidate, k = base, 1
+    while os.path.exists(candidate):
+        k += 1
+        candidate = f"{base}-{k}"
+    return candidate
+
+
+def _claim_new(settings, requested, parent=None) -> OutputDir:
+    if requested or settings.output.dir:
+        out = OutputDir(requested or settings.output.dir, uuid.uuid4().hex, parent)
+        out.create()
+        return out
+    for _ in range(100):                 # a default name another run took a moment ago: the next one
+        out = OutputDir(_default_dir(settings), uuid.uuid4().hex, parent)
+        try:
+            out.create()
+            return out
+        except ConfigError:
+            if not os.path.exists(out.path):
+                raise
+    raise ConfigError("--output: no free default run directory under runs/; name one with --output")
+
+
+def _claim_continued(directory, info) -> OutputDir:
+    """Continue the run in ``directory`` from ``info``, which must be its newest checkpoint."""
+    found = list_checkpoints(os.path.join(directory, "checkpoints"))
+    step = int(info.attrs["step"])
+    if found and found[-1][0] > step:
+        raise ConfigError(f"--restart: {info.path} (step {step}) is older than the newest checkpoint of its run "
+                          f"(step {found[-1][0]}); continuing there would mix two histories. Branch into a new "
+                          f"directory with --output NEW_DIR, or continue the run with --restart latest")
+    run_id = info.attrs.get("run_id") or _marker_run_id(directory) or uuid.uuid4().hex
+    out = OutputDir(directory, run_id)
+    out.resume()
+    return out
+
+
+def _marker_run_id(directory):
+    try:
+        with open(os.path.join(directory, MARKER)) as fh:
+            return json.load(fh).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _claim(settings, requested, restart_info=None, source_dir=None):
+    """Rank 0: the OutputDir of a fresh run, a continued run or a branch."""
+    if restart_info is None:
+        return _claim_new(settings, requested)
+    directory = requested or source_dir
+    if source_dir and os.path.isdir(directory) and os.path.samefile(directory, source_dir):
+        return _claim_continued(source_dir, restart_info)
+    if os.path.isdir(directory) and os.path.isdir(os.path.join(directory, "checkpoints")):
+        raise ConfigError(f"--output: {directory} holds another run; a restart from {restart_info.path} continues "
+                          f"in its own run directory{' ' + source_dir if source_dir else ''} or branches into a "
+                          f"new one (nothing was changed)")
+    return _claim_new(settings, directory, parent=os.path.abspath(restart_info.path))
+
+
+def claim_output_dir(comm, settings, requested, restart_info=None, source_dir=None) -> OutputDir:
+    """The run directory, claimed by rank 0 (collective; ConfigError on every rank)."""
+    claimed = [None]
+
+    def on_root():
+        claimed[0] = _claim(settings, requested, restart_info, source_dir)
+        return claimed[0].path, claimed[0].run_id, claimed[0].parent
+    path, run_id, parent = root_decides(comm, on_root)
+    return claimed[0] or OutputDir(path, run_id, parent)
 
 
 def plan(args, comm, load_config, overrides):
@@ -130,7 +285,7 @@ def plan(args, comm, load_config, overrides):
     is used, with ``overrides`` (``--set``) applied."""
     if not args.restart:
         settings = load_config()
-        return settings, new_output_dir(settings, args.output, comm), None
+        return settings, claim_output_dir(comm, settings, args.output), None
     settings = load_config() if args.config else None
     hint_dir = args.output or (settings.output.dir if settings else None)
     path = root_decides(comm, resolve_restart_path, args.restart, hint_dir)
@@ -139,5 +294,10 @@ def plan(args, comm, load_config, overrides):
         settings = settings_from_checkpoint(info, overrides)
     settings = _particle_count(settings, info)
     check_compatible(settings, info)
-    output_dir = args.output or (settings.output.dir if args.config else "") or run_dir_of(path)
-    return settings, output_dir, info
+    in_run = os.path.basename(os.path.dirname(os.path.abspath(path))) == "checkpoints"
+    source_dir = run_dir_of(path) if in_run else None
+    requested = args.output or (settings.output.dir if args.config else "")
+    if not requested and not source_dir:
+        raise ConfigError(f"--restart: {path} is not inside a run directory (RUN/checkpoints/); "
+                          f"name the directory to write into with --output DIR")
+    return settings, claim_output_dir(comm, settings, requested, info, source_dir), info

@@ -18,17 +18,26 @@ import signal
 import threading
 import time
 
+from .parallel.mpi import unblock_output
+
 EXIT_STOPPED = 3        # stopped early on request, final checkpoint written: restart with --restart latest
 
 
 class Triggers:
+    """Requests as plain flags.  Signal handlers run between bytecodes of the
+    main thread, possibly while it is inside ``take``: they only assign
+    attributes (no locks, no I/O), and checkpoint requests are counted, so
+    one that arrives while ``take`` runs is seen at the next call."""
+
     def __init__(self, wall_limit: float = 0.0):
         self.wall_limit = wall_limit
         self.t0 = time.monotonic()
         self.stop_reason = None
         self.checkpoint_reason = None
+        self._checkpoints_asked = 0
+        self._checkpoints_taken = 0
+        self._interrupts = 0
         self._previous = {}
-        self._lock = threading.Lock()
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
@@ -46,25 +55,28 @@ class Triggers:
         self.request_checkpoint("SIGUSR1")
 
     def _on_stop(self, signum, frame):
-        if signum == signal.SIGINT and self.stop_reason is not None:
-            raise KeyboardInterrupt          # a second Ctrl-C: give up at once
-        from .parallel.mpi import unblock_output
-        unblock_output()                     # a launcher shutting down may no longer read our output
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                raise KeyboardInterrupt          # a second Ctrl-C: stop at once (see cli.main)
+        unblock_output()      # a launcher shutting down may stop reading our output: never block on it
         self.request_stop(signal.Signals(signum).name)
 
     def request_checkpoint(self, reason: str):
-        with self._lock:
-            self.checkpoint_reason = self.checkpoint_reason or reason
+        """Thread- and signal-safe: assignments only."""
+        self.checkpoint_reason = reason
+        self._checkpoints_asked += 1
 
     def request_stop(self, reason: str):
-        with self._lock:
-            self.stop_reason = self.stop_reason or reason
+        """Thread- and signal-safe: assignments only."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
 
     def take(self) -> tuple[int, int]:
         """(stop, checkpoint) as seen here now; a checkpoint request is consumed."""
         if self.wall_limit and self.stop_reason is None and time.monotonic() - self.t0 >= self.wall_limit:
             self.request_stop(f"time.wall_limit of {self.wall_limit:g} s")
-        with self._lock:
-            ckpt = self.checkpoint_reason is not None
-            self.checkpoint_reason = None
-            return int(self.stop_reason is not None), int(ckpt)
+        asked = self._checkpoints_asked
+        ckpt = asked != self._checkpoints_taken
+        self._checkpoints_taken = asked
+        return int(self.stop_reason is not None), int(ckpt)

@@ -109,7 +109,7 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert first.returncode == 0, first.stderr
     before = {p: (out / "checkpoints" / p).read_bytes() for p in os.listdir(out / "checkpoints")}
     second = run_solver(["run", "--set", "heat.shape=[8,8]", "--set", "time.steps=7", "--output", str(out)])
-    assert second.returncode == 2 and "already holds checkpoints" in second.stderr
+    assert second.returncode == 2 and "already exists and is not empty" in second.stderr
     after = {p: (out / "checkpoints" / p).read_bytes() for p in os.listdir(out / "checkpoints")}
     assert before == after
 

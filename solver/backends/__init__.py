@@ -5,6 +5,8 @@
     zeros(shape)      an array in the backend's memory
     to_host(array)    a NumPy array of the same values
     from_host(array)  the backend's array of those values
+    all_finite(array, box)
+                      whether every value in a box of an array is finite (one flag back)
     heat_block(padded_shape)
                       how many FTCS steps the backend likes to take per halo exchange
     heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value)

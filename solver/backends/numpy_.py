@@ -23,6 +23,16 @@ def from_host(array):
     return np.array(array, copy=True)
 
 
+def all_finite(array, box) -> bool:
+    """Whether every value of ``array[box]`` is finite: one sum (NaN and
+    infinity propagate through it), and an exact look only when it overflows."""
+    part = array[box]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(part)):
+            return True
+    return bool(np.isfinite(part).all())
+
+
 _scratch: dict = {}
 
 

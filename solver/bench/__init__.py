@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import tempfile
 import time
+from contextlib import contextmanager
 
 
 def median_spread(values) -> tuple[float, float]:
@@ -16,11 +18,42 @@ def median_spread(values) -> tuple[float, float]:
     return med, (max(values) - min(values)) / med if med else 0.0
 
 
+@contextmanager
+def scratch_dir(comm, parent, prefix):
+    """A new directory under ``parent`` for a benchmark's runs, removed
+    afterwards with whatever the benchmark put there, and ``parent`` too if
+    the benchmark created it: never anything the benchmark did not create."""
+    from ..config import ConfigError
+    from ..parallel.mpi import root_decides
+
+    def create():
+        made = not os.path.exists(parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            return tempfile.mkdtemp(prefix=prefix, dir=parent), made
+        except OSError as exc:
+            raise ConfigError(f"bench --dir: cannot create a scratch directory in {parent}: "
+                              f"{exc.strerror or exc}") from None
+    path, made_parent = root_decides(comm, create)
+    try:
+        yield path
+        comm.Barrier()
+    finally:
+        if comm.rank == 0:
+            shutil.rmtree(path, ignore_errors=True)
+            if made_parent:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    pass                 # results were written there: keep it
+
+
 def timed_run(comm, directory, overrides, prepare=None):
     """Build the model ``overrides`` describe, run it through the solver's
     own time loop into ``directory`` (emptied), and return (wall seconds of
     the run, the run's summary, the model).  ``prepare(model)`` runs before
-    the clock starts.  Collective over ``comm``."""
+    the clock starts.  ``directory`` lies inside a ``scratch_dir``.
+    Collective over ``comm``."""
     from ..backends import get_backend
     from ..cli import make_model
     from ..config import load_settings
@@ -50,9 +83,15 @@ def cmd_bench(args, comm) -> int:
         raise ConfigError(f"bench {args.what}: run it without mpiexec, as python -m solver bench {args.what}")
     if args.what == "io":
         from .io import bench_io
-        shape = tuple(int(n) for n in str(args.shape).split(","))
-        bench_io(comm, shape, args.steps, args.every, args.dir or "runs/bench-io",
-                 repeats=args.repeats, backend=args.backend)
+        try:
+            shape = tuple(int(n) for n in str(args.shape).split(","))
+        except ValueError:
+            raise ConfigError(f"bench io --shape: expected 2 or 3 comma-separated integers, e.g. 2048,2048; "
+                              f"got {args.shape!r}") from None
+        if len(shape) not in (2, 3) or min(shape) < 1 or args.steps < 1 or args.every < 1:
+            raise ConfigError("bench io: --shape needs 2 or 3 positive sizes, --steps and --every positive integers")
+        with scratch_dir(comm, args.dir or "runs", "bench-io-") as scratch:
+            bench_io(comm, shape, args.steps, args.every, scratch, repeats=args.repeats, backend=args.backend)
         return 0
     from .compute import bench_compute
     args.dir = args.dir or "runs/bench"

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import ConfigError
 from ..io.checkpoint import quiet_barrier
 from ..parallel.mpi import log
-from . import median_spread, peers, timed_run
+from . import median_spread, peers, scratch_dir, timed_run
 
 BYTES_PER_CELL = 16
 FLOPS_PER_PAIR = 20
@@ -159,9 +159,6 @@ def _peer(problem, backend, steps, repeats, comm):
 
 def bench_compute(comm, args) -> int:
     from ..backends import status
-    repeats, seconds = args.repeats, args.seconds
-    scratch = os.path.join(args.dir, f"compute-{os.getpid() if comm.rank == 0 else 0}")
-    scratch = comm.bcast(scratch, root=0)
     found = status()
     usable = [name for name, (ok, _) in found.items() if ok]
     if args.backends:
@@ -177,7 +174,7 @@ def bench_compute(comm, args) -> int:
     if not wanted:
         raise ConfigError("bench --backends: name at least one backend")
     rank_counts = sorted({1, min(2, comm.size), comm.size})
-    log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, median of {repeats} runs of ~{seconds:g} s each")
+    log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, median of {args.repeats} runs of ~{args.seconds:g} s each")
     bandwidth = {}
     for ranks in rank_counts:
         sub = _on(comm, ranks)
@@ -185,6 +182,20 @@ def bench_compute(comm, args) -> int:
             bandwidth[ranks] = peers.copy_bandwidth(sub, nbytes=(64 << 20) if args.quick else (1 << 30))
             sub.Free()
         quiet_barrier(comm)
+    with scratch_dir(comm, args.dir, "compute-") as scratch:
+        rows = _measure_all(comm, args, wanted, rank_counts, scratch)
+    if comm.rank == 0:
+        text = report(rows, bandwidth, args)
+        log(text)
+        os.makedirs(args.dir, exist_ok=True)
+        with open(os.path.join(args.dir, "compute.json"), "w") as fh:
+            json.dump({"machine": machine(), "bandwidth": bandwidth, "rows": [asdict(r) for r in rows]}, fh, indent=1)
+    return 0
+
+
+def _measure_all(comm, args, wanted, rank_counts, scratch):
+    """Every (problem, backend, rank count) row, measured in ``scratch``."""
+    repeats, seconds = args.repeats, args.seconds
     rows = []
     for problem in problems(args.quick):
         size = "x".join(map(str, problem.per_rank))
@@ -195,7 +206,7 @@ def bench_compute(comm, args) -> int:
                 sub = _on(comm, ranks)
                 if sub is not None:
                     rate, spread, phases, steps = _measure(sub, problem, backend, ranks, repeats, seconds,
-                                                           args.dir)
+                                                           scratch)
                     row = Row(problem.name, size, backend, ranks, steps, rate, spread, phases)
                     if sub.rank == 0 and ranks == 1 and backend == measured[-1]:     # the fastest we have
                         row.peer, row.peer_rate, row.peer_spread, note = _peer(problem, backend, steps, repeats, sub)
@@ -209,13 +220,7 @@ def bench_compute(comm, args) -> int:
                         log(f"  {problem.label:8} {size:>14} {backend:6} {ranks} rank(s): {rate:.3g} {row.unit} "
                             f"(spread {spread:.0%})" + (f"; {row.peer} {row.peer_rate:.3g}" if row.peer_rate else ""))
                 quiet_barrier(comm)
-    if comm.rank == 0:
-        text = report(rows, bandwidth, args)
-        log(text)
-        os.makedirs(args.dir, exist_ok=True)
-        with open(os.path.join(args.dir, "compute.json"), "w") as fh:
-            json.dump({"machine": machine(), "bandwidth": bandwidth, "rows": [asdict(r) for r in rows]}, fh, indent=1)
-    return 0
+    return rows
 
 
 def machine() -> str:

@@ -30,9 +30,18 @@ class AsyncHelper:
         self._futures = []
         self._series_lock = None
         self._server = None
+        self._clients = 0
         self._watch = self._call(self._watch_requests())
         if status_port:
-            self._call(self._start_server(status_port)).result(timeout=10)
+            started = self._call(self._start_server(status_port))
+            try:
+                started.result(timeout=10)
+            except OSError as exc:
+                self._futures.remove(started)
+                self.close()
+                from ..config import ConfigError
+                raise ConfigError(f"output.status_port: port {status_port} on 127.0.0.1 cannot be used "
+                                  f"({exc.strerror or exc}); choose another port, or 0 for off") from None
 
     def _call(self, coro):
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -78,17 +87,27 @@ class AsyncHelper:
     async def _start_server(self, port):
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
 
+    MAX_CLIENTS = 8          # connections served at once; more are closed at once
+    READ_SECONDS = 1.0       # how long a client may take to send its request
+
     async def _serve(self, reader, writer):
+        if self._clients >= self.MAX_CLIENTS:
+            writer.close()
+            return
+        self._clients += 1
         try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            try:
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=self.READ_SECONDS)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                pass
+            body = json.dumps(self.status).encode()
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await asyncio.wait_for(writer.drain(), timeout=self.READ_SECONDS)
+        except (OSError, asyncio.TimeoutError):
             pass
-        body = json.dumps(self.status).encode()
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        try:
-            await writer.drain()
         finally:
+            self._clients -= 1
             writer.close()
 
     # --- shutdown ---------------------------------------------------------------------

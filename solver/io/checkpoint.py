@@ -176,6 +176,7 @@ def _create(f, ds):
 
 def _write_parallel(path, comm, step, created, attrs, datasets):
     with h5py.File(path, "w", driver="mpio", comm=comm) as f:
+        _injected_failure(step, comm.rank, "mid")
         _set_root_attrs(f, step, comm.size, created, attrs)
         for ds in datasets:
             dset = _create(f, ds)
@@ -192,6 +193,7 @@ def _write_gathered(path, comm, step, created, attrs, datasets):
             comm.send((ds.where, np.ascontiguousarray(ds.block)), dest=0, tag=77)
         return
     with h5py.File(path, "w") as f:
+        _injected_failure(step, comm.rank, "mid")
         _set_root_attrs(f, step, comm.size, created, attrs)
         for ds in datasets:
             dset = _create(f, ds)
@@ -208,12 +210,49 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _fatal_mid_write(comm, step, exc):
+    """A rank that fails inside the collective write cannot tell the others,
+    who wait in HDF5 for it: end the job, naming the rank and the cause."""
+    from ..parallel.mpi import abort
+    emit(sys.stderr, f"solver: rank {comm.rank}: error: the checkpoint of step {step} failed while being "
+                     f"written ({type(exc).__name__}: {exc}); the other ranks cannot finish the collective write, "
+                     f"so the job is aborted. Earlier checkpoints are intact: continue with --restart latest\n")
+    abort(1)
+
+
+def run_id_of(path):
+    """The ``run_id`` attribute of a checkpoint (None when absent or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get("run_id")
+    except (OSError, KeyError):
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def prune(directory, keep, newest_step, mine=(), run_id=None):
+    """Delete checkpoints older than ``newest_step`` beyond the ``keep``
+    newest, but only ones this process wrote (``mine``) or of the same run
+    (``run_id``): never a newer one, nor anybody else's."""
+    older = [path for step, path in list_checkpoints(directory) if step < newest_step]
+    for old in older[:max(0, len(older) - (keep - 1))]:
+        if old not in mine and (run_id is None or run_id_of(old) != run_id):
+            continue
+        for stale in (old, old[:-3] + ".xdmf"):
+            try:
+                os.remove(stale)
+            except FileNotFoundError:
+                pass
+
+
 def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0,
-                     on_complete=None, created=None) -> str:
+                     on_complete=None, created=None, mine=()) -> str:
     """Write one checkpoint collectively and return its final path.
 
     Every rank passes the same dataset names and shapes in the same order.
-    ``on_complete(path)`` runs on rank 0 after the rename (sidecars, indexes)."""
+    ``keep`` > 0 prunes older checkpoints of this run (see ``prune``; ``mine``:
+    paths this process wrote).  ``on_complete(path)`` runs on rank 0 after
+    the rename (sidecars, indexes)."""
     final = os.path.join(directory, checkpoint_name(step))
     partial = os.path.join(directory, "." + checkpoint_name(step) + ".part")
     if created is None:
@@ -235,30 +274,42 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
             raise problem
         raise CheckpointAbandoned(f"checkpoint of step {step} abandoned: it failed on another rank")
     quiet_barrier(comm)
-    if parallel_io(comm):
-        _write_parallel(partial, comm, step, created, attrs, datasets)
-    else:
-        global _slow_write_warned
-        if comm.size > 1 and comm.rank == 0 and not _slow_write_warned and not h5py.get_config().mpi:
-            emit(sys.stderr, "solver: warning: h5py has no MPI support: checkpoints are gathered "
-                             "through rank 0 (slower)\n")
-            _slow_write_warned = True
-        _write_gathered(partial, comm, step, created, attrs, datasets)
+    try:
+        if parallel_io(comm):
+            _write_parallel(partial, comm, step, created, attrs, datasets)
+        else:
+            global _slow_write_warned
+            if comm.size > 1 and comm.rank == 0 and not _slow_write_warned and not h5py.get_config().mpi:
+                emit(sys.stderr, "solver: warning: h5py has no MPI support: checkpoints are gathered "
+                                 "through rank 0 (slower)\n")
+                _slow_write_warned = True
+            _write_gathered(partial, comm, step, created, attrs, datasets)
+    except Exception as exc:             # noqa: BLE001 - any failure here strands the other ranks
+        _fatal_mid_write(comm, step, exc)
     _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
     if _test_delay:
         time.sleep(_test_delay)          # tests: widen the window in which a job is killed mid-write
     quiet_barrier(comm)                  # every rank has closed the file
+    problem = None
     if comm.rank == 0:
-        _fsync_path(partial)
-        os.replace(partial, final)
-        _fsync_path(directory)
-        if keep > 0:
-            for _, old in list_checkpoints(directory)[:-keep]:
-                for stale in (old, old[:-3] + ".xdmf"):
-                    if os.path.exists(stale):
-                        os.remove(stale)
-        if on_complete is not None:
-            on_complete(final)
+        try:
+            _fsync_path(partial)
+            os.replace(partial, final)
+            _fsync_path(directory)
+        except OSError as exc:
+            problem = exc
+    if not quiet_all_ok(comm, problem is None):
+        if problem is not None:
+            raise problem
+        raise CheckpointAbandoned(f"checkpoint of step {step} abandoned: it could not be put in place on rank 0")
+    if comm.rank == 0:
+        try:                             # a checkpoint in place is not lost over its sidecar or pruning
+            if keep > 0:
+                prune(directory, keep, step, mine, attrs.get("run_id"))
+            if on_complete is not None:
+                on_complete(final)
+        except Exception as exc:         # noqa: BLE001
+            emit(sys.stderr, f"solver: warning: after writing {final}: {type(exc).__name__}: {exc}\n")
     quiet_barrier(comm)
     return final
 
@@ -326,13 +377,14 @@ def read_blocks(path, comm, requests) -> list[np.ndarray]:
     return comm.recv(source=0, tag=78)
 
 
-def _injected_failure(step, rank):
-    """Tests: SOLVER_TEST_FAIL_WRITE=STEP[:RANK] makes that checkpoint fail (on that rank)."""
+def _injected_failure(step, rank, phase="before"):
+    """Tests: SOLVER_TEST_FAIL_WRITE=STEP[:RANK[:PHASE]] makes that checkpoint
+    fail (on that rank), before the collective write or ``mid`` it."""
     spec = os.environ.get("SOLVER_TEST_FAIL_WRITE", "")
     if not spec:
         return
-    at, _, on_rank = spec.partition(":")
-    if int(at) == step and (not on_rank or int(on_rank) == rank):
+    at, on_rank, when = (spec.split(":") + ["", ""])[:3]
+    if int(at) == step and (not on_rank or int(on_rank) == rank) and (when or "before") == phase:
         raise OSError(f"injected failure writing the checkpoint of step {step}")
 
 
@@ -344,6 +396,11 @@ def _read_particles_serial(path):
             missing = [k for k in ("nbody/position", "nbody/velocity", "nbody/mass") if k not in f]
             if missing:
                 raise ConfigError(f"nbody.file: {path} lacks {', '.join('/' + k for k in missing)}")
+            names = ["nbody/position", "nbody/velocity", "nbody/mass"] + (["nbody/id"] if "nbody/id" in f else [])
+            for k in names:
+                if not isinstance(f[k], h5py.Dataset) or f[k].dtype.kind not in ("fiu" if k != "nbody/id" else "iu"):
+                    raise ConfigError(f"nbody.file: /{k} in {path} is not a dataset of "
+                                      f"{'numbers' if k != 'nbody/id' else 'integers'}")
             shapes = {k: f[k].shape for k in ("nbody/position", "nbody/velocity", "nbody/mass")}
             n = shapes["nbody/mass"][0] if len(shapes["nbody/mass"]) == 1 else -1
             if n < 1 or shapes["nbody/position"] != (n, 3) or shapes["nbody/velocity"] != (n, 3):
@@ -377,6 +434,8 @@ def read_heat_field(path, comm, shape, where) -> np.ndarray:
     """This rank's block ``where`` of ``/heat/u`` from a checkpoint file;
     ConfigError when the file is missing, not ours, or of another shape."""
     info = inspect_checkpoint(path, comm, "heat.file")
+    if "heat/u" in info.dtypes and info.dtypes["heat/u"][1:2] not in ("f", "i", "u"):
+        raise ConfigError(f"heat.file: /heat/u in {path} does not hold numbers (dtype {info.dtypes.get('heat/u')})")
     if info.shapes.get("heat/u") != tuple(shape):
         found = info.shapes.get("heat/u")
         raise ConfigError(f"heat.file: {path} holds /heat/u of shape {list(found) if found else 'none'}, "

@@ -10,12 +10,13 @@ a collective that a failed writer will never enter.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import numpy as np
 
-from ..parallel.mpi import MPI
+from ..parallel.mpi import MPI, emit
 from .checkpoint import CheckpointAbandoned, now_utc, write_checkpoint
 
 
@@ -26,7 +27,7 @@ class WriterError(RuntimeError):
 class CheckpointWriter:
     def __init__(self, comm, directory, keep=0, background=True, on_complete=None):
         self.comm = comm                                   # the main thread's communicator
-        self.background = background
+        self.background = background = background and threads_allowed()
         self.io_comm = comm.Dup() if background else comm  # the writer thread's own
         self.directory, self.keep, self.on_complete = directory, keep, on_complete
         self.pending = False        # started, and not yet known to be finished on every rank
@@ -34,13 +35,16 @@ class CheckpointWriter:
         self.seconds = 0.0          # time spent writing, in the thread or inline
         self._thread = None
         self._error = None
+        self._mine = set()          # checkpoints this process wrote: pruning may remove them
 
     # --- the write itself -------------------------------------------------------
     def _write(self, step, attrs, datasets, created):
         t0 = time.perf_counter()
         try:
             self.last_path = write_checkpoint(self.directory, step, self.io_comm, attrs, datasets,
-                                              keep=self.keep, on_complete=self.on_complete, created=created)
+                                              keep=self.keep, on_complete=self.on_complete, created=created,
+                                              mine=self._mine)
+            self._mine.add(self.last_path)
         except CheckpointAbandoned as exc:
             self._error = (1, str(exc))
         except Exception as exc:
@@ -92,7 +96,29 @@ class CheckpointWriter:
             if self.pending:
                 time.sleep(0.001)
 
+    def join(self):
+        """Wait for this rank's write in flight, if any (not collective: every
+        rank's writer is in the same write, or its failure has ended the job)."""
+        if self._thread is not None:
+            self._thread.join()
+
     def close(self):
         self.settle()
         if self.background:
             self.io_comm.Free()
+
+
+_warned_threads = False
+
+
+def threads_allowed() -> bool:
+    """Whether MPI granted MPI_THREAD_MULTIPLE, which a writer thread needs;
+    where not, checkpoints are written synchronously (said once)."""
+    global _warned_threads
+    if MPI.Query_thread() >= MPI.THREAD_MULTIPLE:
+        return True
+    if not _warned_threads and MPI.COMM_WORLD.rank == 0:
+        emit(sys.stderr, "solver: warning: this MPI library does not grant MPI_THREAD_MULTIPLE: "
+                         "checkpoints are written synchronously (output.background is ignored)\n")
+    _warned_threads = True
+    return False

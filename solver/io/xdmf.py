@@ -41,7 +41,7 @@ def _heat_grid(f, href, indent) -> str:
         f'{p}  <DataItem Dimensions="{ndim}" NumberType="Float" Precision="8" Format="XML">{_numbers(spacing)}</DataItem>\n'
         f'{p} </Geometry>\n'
         f'{p} <Attribute Name="u" AttributeType="Scalar" Center="Cell">\n'
-        f'{p}  <DataItem Dimensions="{" ".join(map(str, shape))}" NumberType="Float" Precision="8" '
+        f'{p}  <DataItem Dimensions="{" ".join(map(str, shape))}" NumberType="Float" Precision="{u.dtype.itemsize}" '
         f'Format="HDF">{href}:/heat/u</DataItem>\n'
         f'{p} </Attribute>\n'
         f'{p}</Grid>\n')
@@ -52,16 +52,18 @@ def _nbody_grid(f, href, indent) -> str:
     p = " " * indent
     fields = "".join(
         f'{p} <Attribute Name="{name}" AttributeType="{kind}" Center="Node">\n'
-        f'{p}  <DataItem Dimensions="{dims}" NumberType="{num}" Precision="8" Format="HDF">{href}:/nbody/{name}</DataItem>\n'
+        f'{p}  <DataItem Dimensions="{dims}" NumberType="{num}" Precision="{size}" Format="HDF">{href}:/nbody/{name}</DataItem>\n'
         f'{p} </Attribute>\n'
         for name, kind, dims, num in (("velocity", "Vector", f"{n} 3", "Float"), ("mass", "Scalar", f"{n}", "Float"),
-                                      ("id", "Scalar", f"{n}", "Int")) if f"nbody/{name}" in f)
+                                      ("id", "Scalar", f"{n}", "Int")) if f"nbody/{name}" in f
+        for size in [f[f"nbody/{name}"].dtype.itemsize])
     return (
         f'{p}<Grid Name="particles" GridType="Uniform">\n'
         f'{p} <Time Value="{float(f.attrs["time"])!r}"/>\n'
         f'{p} <Topology TopologyType="Polyvertex" NumberOfElements="{n}" NodesPerElement="1"/>\n'
         f'{p} <Geometry GeometryType="XYZ">\n'
-        f'{p}  <DataItem Dimensions="{n} 3" NumberType="Float" Precision="8" Format="HDF">{href}:/nbody/position</DataItem>\n'
+        f'{p}  <DataItem Dimensions="{n} 3" NumberType="Float" Precision="{f["nbody/position"].dtype.itemsize}" '
+        f'Format="HDF">{href}:/nbody/position</DataItem>\n'
         f'{p} </Geometry>\n{fields}'
         f'{p}</Grid>\n')
 

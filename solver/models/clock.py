@@ -4,36 +4,65 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
+
+from ..config import ConfigError
+
+
+def check_dt(dt, why):
+    """A time step the arithmetic can use: finite, positive and not so small
+    that time stands still.  ``why`` says where it came from."""
+    if not (isinstance(dt, float) and math.isfinite(dt) and dt >= sys.float_info.min * 2 ** 52):
+        raise ConfigError(f"time.dt: the time step {why} is {dt!r}, which is not a usable positive number; "
+                          f"check the units of the problem, or set time.dt explicitly")
+    return dt
 
 
 def fit_end(time_settings, dt, restart=None):
-    """(dt, end step).  With ``time.t_end`` the step count follows from dt and,
-    on a fresh start, dt shrinks so the run lands on t_end exactly; a restart
-    keeps its dt and counts on from the checkpoint."""
+    """(dt, end step).  With ``time.t_end`` the step count follows from dt, and
+    dt shrinks (never grows) so that the run lands on t_end exactly; a restart
+    that keeps its dt and still lands there keeps the dt bit for bit."""
     t_end = time_settings.t_end
     if t_end is None:
         return dt, time_settings.steps
     if restart is None:
         steps = max(1, math.ceil(t_end / dt - 1e-9))
         return t_end / steps, steps
+    step = int(restart.attrs["step"])
     left = t_end - float(restart.attrs["time"])
-    return dt, int(restart.attrs["step"]) + max(0, math.ceil(left / dt - 1e-9))
+    steps = max(0, math.ceil(left / dt - 1e-9))
+    if steps and abs(left / steps - dt) > 1e-9 * dt:
+        dt = min(dt, left / steps)
+    return dt, step + steps
 
 
 class Clock:
     """Step count and simulated time.  Time is t0 + (step - s0) dt from a fixed
-    basis, not a running sum: a straight run and a restart with the same dt
-    give bitwise the same time at the same step."""
+    basis (s0, t0), not a running sum: a straight run and a restart with the
+    same dt give bitwise the same time at the same step.  The basis is stored
+    in every checkpoint, so a chain of restarts that changes dt keeps time
+    running forward."""
 
     def __init__(self):
         self.step, self.time, self.dt = 0, 0.0, None
         self._basis = (0, 0.0)
 
+    @property
+    def basis(self) -> tuple[int, float]:
+        return self._basis
+
     def resume(self, restart):
         """Continue from a checkpoint's step and time (call after dt is set)."""
-        self.step, self.time = int(restart.attrs["step"]), float(restart.attrs["time"])
-        if self.dt != float(restart.attrs["dt"]):
-            self._basis = (self.step, self.time)
+        attrs = restart.attrs
+        self.step, self.time = int(attrs["step"]), float(attrs["time"])
+        stored = attrs.get("time_basis")
+        if stored is not None:
+            basis = (int(stored[0]), float(stored[1]))
+        else:        # files that predate the stored basis counted time from step 0
+            basis = (0, 0.0) if self.step * float(attrs["dt"]) == self.time else (self.step, self.time)
+        if self.dt != float(attrs["dt"]) or basis[1] + (self.step - basis[0]) * self.dt != self.time:
+            basis = (self.step, self.time)
+        self._basis = basis
 
     def tick(self, steps=1):
         self.step += steps

@@ -12,7 +12,7 @@ from ..io.checkpoint import Dataset
 from ..parallel.cart import decompose
 from ..parallel.halo import HaloExchange
 from . import initial as ic
-from .clock import Clock, Clocked, fit_end, timed
+from .clock import Clock, Clocked, check_dt, fit_end, timed
 
 
 def stability_limit(heat) -> float:
@@ -21,19 +21,30 @@ def stability_limit(heat) -> float:
 
 
 def resolve_time(settings, restart=None):
-    """(dt, end step) for heat; ConfigError for an unstable dt.  A restart
-    keeps the checkpoint's dt unless the config sets one explicitly."""
+    """(dt, end step) for heat; ConfigError for an unstable or unusable dt.
+    A restart keeps the checkpoint's dt unless the config sets one explicitly,
+    and that stored dt is checked like any other input."""
     heat, t = settings.heat, settings.time
-    limit = stability_limit(heat)
-    if t.dt == "auto":
-        dt = float(restart.attrs["dt"]) if restart else t.safety * limit
+    try:
+        limit = stability_limit(heat)
+    except (ZeroDivisionError, OverflowError):
+        limit = float("nan")
+    check_dt(limit, "allowed by the stability limit of this grid and diffusivity")
+    if t.dt == "auto" and restart is not None:
+        dt = check_dt(float(restart.attrs["dt"]), f"stored in {restart.path}")
+        if dt > limit * (1 + 1e-12):
+            raise ConfigError(f"--restart: {restart.path} stores dt = {dt:g}, above the stability limit {limit:.6g} "
+                              f"of this grid and diffusivity (damaged checkpoint?); set time.dt explicitly")
+    elif t.dt == "auto":
+        dt = check_dt(t.safety * limit, "from time.dt = 'auto'")
     else:
         dt = t.dt
         if dt > limit * (1 + 1e-12):
             raise ConfigError(
                 f"time.dt: {dt:g} is above the stability limit {limit:.6g} of the explicit "
                 f"scheme for this grid and diffusivity; use time.dt <= {limit:.6g} or time.dt = 'auto'")
-    return fit_end(t, dt, restart)
+    dt, end = fit_end(t, dt, restart)
+    return check_dt(dt, "fitted to time.t_end"), end
 
 
 def split_boxes(local_shape, width, inner):
@@ -65,6 +76,9 @@ class HeatModel(Clocked):
     layers: one per step taken between halo exchanges."""
     kind = "heat"
     work_name = "cell updates"
+    ARRAYS = 8               # padded blocks a rank may hold at once: state, next, spare, scratch, start-up and
+                             # diagnostics temporaries (the memory check's estimate)
+    finite_keys = ("heat", "min", "max")    # diagnostics that must stay finite
 
     def __init__(self, settings, comm, backend, restart=None):
         self.settings, self.heat, self.backend = settings, settings.heat, backend
@@ -78,6 +92,10 @@ class HeatModel(Clocked):
         self.block = self._steps_per_exchange()
         g = self.block                       # ghost layers: one per step taken between exchanges
         padded = tuple(k + 2 * g for k in n)
+        from ..parallel.mpi import check_memory
+        check_memory(self.comm, self.ARRAYS * 8 * math.prod(padded),
+                     f"heat {'x'.join(map(str, self.heat.shape))} on {self.comm.size} "
+                     f"rank{'s' if self.comm.size > 1 else ''}")
         self._u = backend.zeros(padded)
         self._next = backend.zeros(padded)
         self.halo = HaloExchange(self.decomp, np.float64, width=g)
@@ -93,15 +111,24 @@ class HeatModel(Clocked):
     # --- state -------------------------------------------------------------
     def set_initial(self):
         """The starting state: the restart checkpoint's, or the initial condition."""
+        from ..config import MAX_VALUE
+        from ..parallel.mpi import all_ranks
         if self.restart is not None:
             from ..io.checkpoint import read_blocks
             local = read_blocks(self.restart.path, self.comm, [("heat/u", self.decomp.global_slices)])[0]
             self.clock.resume(self.restart)
+            source = f"--restart: {self.restart.path}"
         elif self.heat.initial == "file":
             from ..io.checkpoint import read_heat_field
             local = read_heat_field(self.heat.file, self.comm, self.heat.shape, self.decomp.global_slices)
+            source = f"heat.file: {self.heat.file}"
         else:
             local = ic.heat_initial(self.heat, self.decomp.offset, self.decomp.local_shape)
+            source = f"heat.initial: the {self.heat.initial!r} start"
+        with np.errstate(invalid="ignore"):
+            usable = bool(np.isfinite(local).all() and (np.abs(local) <= MAX_VALUE).all())
+        if not all_ranks(self.comm, usable):
+            raise ConfigError(f"{source} holds values that are not finite or exceed {MAX_VALUE:g} in magnitude")
         self.set_local(local)
 
     def set_local(self, local: np.ndarray):
@@ -120,7 +147,8 @@ class HeatModel(Clocked):
         thinnest block that sends to a neighbour, whose halo it fills."""
         d = self.decomp
         largest = tuple(-(-n // p) + 2 for n, p in zip(d.global_shape, d.dims))
-        block = self.heat.fused_steps or self.backend.heat_block(largest)
+        # more steps than the grid is wide buy nothing but ghost layers
+        block = min(self.heat.fused_steps, min(d.global_shape)) or self.backend.heat_block(largest)
         for n, p in zip(d.global_shape, d.dims):
             if p > 1 or d.periodic:
                 block = min(block, n // p)
@@ -163,8 +191,16 @@ class HeatModel(Clocked):
         self.clock.tick(steps)
 
     # --- output --------------------------------------------------------------
+    def state_ok(self) -> bool:
+        """Whether this rank's cells are all finite (not collective)."""
+        return self.backend.all_finite(self._u, self._inner)
+
+    def warnings(self, diag) -> list:
+        return []
+
     def checkpoint_attrs(self) -> dict:
-        return {"problem": "heat", "time": self.time, "dt": self.dt, "config": self.settings.to_toml()}
+        return {"problem": "heat", "time": self.time, "dt": self.dt, "time_basis": np.array(self.clock.basis, float),
+                "config": self.settings.to_toml()}
 
     def checkpoint_datasets(self) -> list:
         h = self.heat.spacing

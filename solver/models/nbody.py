@@ -14,10 +14,10 @@ import numpy as np
 from ..config import ConfigError
 from ..integrators import INTEGRATORS
 from ..io.checkpoint import Dataset
-from ..parallel.mpi import MPI
+from ..parallel.mpi import MPI, all_ranks
 from ..parallel.ring import Blocks
 from . import nbody_initial as ic
-from .clock import Clock, Clocked, fit_end, timed
+from .clock import Clock, Clocked, check_dt, fit_end, timed
 
 
 def resolve_settings(settings, n_from_file=None):
@@ -31,6 +31,8 @@ def resolve_settings(settings, n_from_file=None):
 class NBodyModel(Clocked):
     kind = "nbody"
     work_name = "pair interactions"
+    finite_keys = ("energy", "momentum")     # diagnostics that must stay finite
+    GLOBAL_ARRAYS = 24       # doubles per body every rank may hold at once (start-up, allgather, temporaries)
 
     def __init__(self, settings, comm, backend, restart=None, initial=None):
         """``initial``: (position, velocity, mass) of all particles, when read
@@ -38,6 +40,8 @@ class NBodyModel(Clocked):
         self.settings, self.nb, self.backend = settings, settings.nbody, backend
         self.comm, self.restart = comm, restart
         self.dtype = np.dtype(self.nb.precision)
+        from ..parallel.mpi import check_memory
+        check_memory(comm, self.GLOBAL_ARRAYS * 8 * self.nb.n, f"nbody n={self.nb.n}")
         self.blocks = Blocks(comm, self.nb.n)
         self.eps2 = self.nb.softening ** 2
         self.clock = Clock()
@@ -63,22 +67,38 @@ class NBodyModel(Clocked):
             x, v, m = read_blocks(self.restart.path, self.comm, [("nbody/position", where),
                                                                  ("nbody/velocity", where), ("nbody/mass", where)])
             self.energy0 = self.restart.attrs.get("energy0")
+            source = f"--restart: {self.restart.path}"
         else:
             pos, vel, mass = self._initial if self._initial is not None else ic.generate(self.nb)
             x, v, m = pos[s:s + c], vel[s:s + c], mass[s:s + c]
-        self.x[...], self.v[...], self.m[...] = x, v, m
-        if not (np.isfinite(self.x).all() and np.isfinite(self.v).all() and np.isfinite(self.m).all()):
-            raise ConfigError("nbody: the initial positions, velocities or masses are not all finite")
-        if (self.m < 0).any():
-            raise ConfigError("nbody: masses must be >= 0; the initial masses include negative values")
+            source = f"nbody.file: {self.nb.file}" if self._initial is not None else f"the {self.nb.initial!r} start"
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.x[...], self.v[...], self.m[...] = x, v, m
+        # every rank reaches the same verdict, so all raise together (no rank left in a collective)
+        if not all_ranks(self.comm, all(np.isfinite(a).all() for a in (self.x, self.v, self.m))):
+            raise ConfigError(f"{source} holds positions, velocities or masses that are not finite "
+                              f"(in {self.nb.precision})")
+        if not all_ranks(self.comm, not (self.m < 0).any()):
+            raise ConfigError(f"{source} holds negative masses; masses must be >= 0")
+        if self.energy0 is not None and not math.isfinite(float(self.energy0)):
+            raise ConfigError(f"{source} stores a reference energy that is not finite (damaged checkpoint)")
         self.m_all = self.blocks.allgather(self.m)
-        self.a = self._accel(self.x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.a = self._accel(self.x)
         self._check_coincident(agreed=True)
+        if not all_ranks(self.comm, bool(np.isfinite(self.a).all())):
+            raise ConfigError(f"nbody: the forces of {source.split(': ', 1)[-1]} overflow {self.nb.precision} "
+                              f"(nbody.G = {self.nb.G:g}, nbody.softening = {self.nb.softening:g}); "
+                              f"rescale the units")
         self.clock.dt, self.end_step = self._resolve_time()
         if self.restart is not None:
             self.clock.resume(self.restart)
         if self.energy0 is None:
-            self.energy0 = self.diagnostics()["energy"]
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.energy0 = self.diagnostics()["energy"]
+            if not math.isfinite(self.energy0):
+                raise ConfigError(f"nbody: the energy of {source.split(': ', 1)[-1]} overflows "
+                                  f"(nbody.G = {self.nb.G:g}); rescale the units")
 
     def _resolve_time(self):
         """(dt, end step); "auto": 1% of the dynamical time, or the restart's dt."""
@@ -86,10 +106,11 @@ class NBodyModel(Clocked):
         if t.dt != "auto":
             dt = t.dt
         elif self.restart is not None:
-            dt = float(self.restart.attrs["dt"])
+            dt = check_dt(float(self.restart.attrs["dt"]), f"stored in {self.restart.path}")
         else:
-            dt = t.safety * 0.01 * self._dynamical_time()
-        return fit_end(t, dt, self.restart)
+            dt = check_dt(t.safety * 0.01 * self._dynamical_time(), "from time.dt = 'auto'")
+        dt, end = fit_end(t, dt, self.restart)
+        return check_dt(dt, "fitted to time.t_end"), end
 
     def _dynamical_time(self) -> float:
         """sqrt(R^3 / (G M)) with R the median distance from the centre of mass."""
@@ -102,7 +123,10 @@ class NBodyModel(Clocked):
         radius = float(np.median(np.linalg.norm(x - centre, axis=1)))
         if radius == 0:
             raise ConfigError("nbody: all particles sit at one point; set time.dt explicitly")
-        return math.sqrt(radius ** 3 / (self.nb.G * total))
+        try:
+            return math.sqrt(radius ** 3 / (self.nb.G * total))
+        except (OverflowError, ZeroDivisionError):
+            return float("nan")          # refused by check_dt
 
     # --- forces ------------------------------------------------------------
     def _each_source_block(self, x, visit):
@@ -174,9 +198,21 @@ class NBodyModel(Clocked):
         return d
 
     # --- output ------------------------------------------------------------
+    def state_ok(self) -> bool:
+        """Whether this rank's positions and velocities are all finite (not collective)."""
+        return bool(np.isfinite(self.x).all() and np.isfinite(self.v).all())
+
+    def warnings(self, diag) -> list:
+        """What a scientist should know about this diagnostics line."""
+        limit, error = self.nb.energy_warning, diag.get("energy_error", 0.0)
+        if limit and error > limit:
+            return [f"energy error {error:.3g} exceeds nbody.energy_warning = {limit:g}: "
+                    f"the orbits are not resolved; reduce time.dt or raise nbody.softening"]
+        return []
+
     def checkpoint_attrs(self) -> dict:
-        return {"problem": "nbody", "time": self.time, "dt": self.dt, "config": self.settings.to_toml(),
-                "energy0": float(self.energy0)}
+        return {"problem": "nbody", "time": self.time, "dt": self.dt, "time_basis": np.array(self.clock.basis, float),
+                "config": self.settings.to_toml(), "energy0": float(self.energy0)}
 
     def checkpoint_datasets(self) -> list:
         n, s, c = self.nb.n, self.blocks.start, self.blocks.count

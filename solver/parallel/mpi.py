@@ -38,11 +38,12 @@ def emit(stream, text: str) -> None:
 
 
 def unblock_output() -> None:
-    """From here on, never block on stdout or stderr (see emit)."""
-    for stream in (sys.stdout, sys.stderr):
+    """From here on, never block on stdout or stderr (see emit).  Safe in a
+    signal handler: two fcntl calls on fixed descriptors, no locks."""
+    for fd in (1, 2):
         try:
-            os.set_blocking(stream.fileno(), False)
-        except (OSError, ValueError, AttributeError):
+            os.set_blocking(fd, False)
+        except OSError:
             pass
 
 
@@ -87,6 +88,53 @@ def root_decides(comm, fn, *args):
     if problem:
         raise ConfigError(problem)
     return result
+
+
+def all_ranks(comm, ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (collective)."""
+    return bool(comm.allreduce(1 if ok else 0, op=MPI.MIN)) if comm.size > 1 else bool(ok)
+
+
+def available_memory() -> int | None:
+    """Bytes this node can still give: MemAvailable, or less under a cgroup
+    limit (SLURM's --mem, containers); None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as fh:
+            used = int(fh.read().strip())
+        if limit != "max":
+            found.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(comm, need: int, what: str) -> None:
+    """Refuse, on every rank, a problem whose ranks would need more memory on
+    some node than that node has available (collective).  ``need`` is this
+    rank's estimate in bytes; ``what`` names the problem in the message."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    on_node = node.allreduce(need, op=MPI.SUM)
+    ranks_on_node = node.size
+    node.Free()
+    avail = available_memory()
+    short = avail is not None and on_node > avail
+    report = comm.allgather((short, need, on_node, ranks_on_node, avail))
+    for short, need, on_node, ranks, avail in report:
+        if short:
+            gib = 2 ** 30
+            raise ConfigError(f"{what} needs about {need / gib:.3g} GiB per rank, {on_node / gib:.3g} GiB for the "
+                              f"{ranks} rank{'s' if ranks > 1 else ''} of a node that has {avail / gib:.3g} GiB "
+                              f"available; use more nodes or a smaller problem")
 
 
 def abort(code: int = 1) -> None:
