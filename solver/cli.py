@@ -137,6 +137,8 @@ def cmd_run(args, comm) -> int:
         raise
     prepare_output_dir(output_dir, comm)
 
+    triggers.install()                   # before the first line, so a job that has printed can be signalled
+    _state["running"] = True
     log(f"solver {__version__}: {model.describe()}, backend {backend.name}, dt={model.dt:.6g}, "
         f"steps {model.step_count}->{model.end_step}")
     if restart is not None:
@@ -144,8 +146,6 @@ def cmd_run(args, comm) -> int:
         log(f"restart: from {restart.path} (written by {n} rank{'s' if n != 1 else ''})")
     log(f"output: {output_dir}")
 
-    triggers.install()
-    _state["running"] = True
     try:
         summary = run(model, settings, output_dir, comm, triggers, helper,
                       lineage={"run_id": out.run_id, **({"parent": out.parent} if out.parent else {})})

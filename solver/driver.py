@@ -187,9 +187,10 @@ class _Agreement:
     def poll(self, step) -> tuple[int, int]:
         """(stop, checkpoint): collective, the same on every rank; raises
         FloatingPointError on every rank when some rank's state is not finite."""
-        flags = np.zeros(6, dtype=np.int64)
+        flags = np.zeros(7, dtype=np.int64)
         flags[2:4] = self.writer.local_flags()
         flags[5] = self._state_bad()
+        flags[6] = self.triggers.launcher_gone()
         if self.comm.rank == 0:
             flags[0:2] = self.triggers.take()
             s0, t0 = self._mark
@@ -202,6 +203,9 @@ class _Agreement:
         self.writer.absorb(int(flags[2]), int(flags[3]))
         if flags[5]:
             raise_not_finite(self.model, "the state")
+        if flags[6]:
+            self.triggers.request_stop("the launcher exited")
+            flags[0] = 1
         self.next_step = step + int(flags[4])
         return int(flags[0]), int(flags[1])
 

@@ -14,6 +14,7 @@ boundary, so all ranks act at the same step.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -38,6 +39,7 @@ class Triggers:
         self._checkpoints_taken = 0
         self._interrupts = 0
         self._previous = {}
+        self._launcher = os.getppid() if _under_launcher() else None
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
@@ -72,6 +74,12 @@ class Triggers:
         if self.stop_reason is None:
             self.stop_reason = reason
 
+    def launcher_gone(self) -> bool:
+        """Whether the process that launched this rank (mpiexec, srun's step
+        daemon) has exited: a job whose launcher died (a second Ctrl-C makes
+        Open MPI's mpiexec exit at once) must stop by itself, not run on."""
+        return self._launcher is not None and os.getppid() != self._launcher
+
     def take(self) -> tuple[int, int]:
         """(stop, checkpoint) as seen here now; a checkpoint request is consumed."""
         if self.wall_limit and self.stop_reason is None and time.monotonic() - self.t0 >= self.wall_limit:
@@ -80,3 +88,9 @@ class Triggers:
         ckpt = asked != self._checkpoints_taken
         self._checkpoints_taken = asked
         return int(self.stop_reason is not None), int(ckpt)
+
+
+def _under_launcher() -> bool:
+    """Started by an MPI launcher or srun (not a plain process whose parent
+    shell may come and go, as with nohup)."""
+    return any(k in os.environ for k in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_STEP_ID"))

@@ -37,11 +37,13 @@ def test_checkpoint_holds_global_field(shared_tmp, shape):
     assert world.bcast(ok, root=0)
 
 
-def test_keep_prunes_old_checkpoints(shared_tmp):
+def test_keep_prunes_old_checkpoints_of_the_same_run_only(shared_tmp):
     model = make_heat(world, "heat.shape=[8,8]", "time.steps=5")
+    write_checkpoint(shared_tmp, 0, world, {**model.checkpoint_attrs(), "run_id": "another run"},
+                     model.checkpoint_datasets())
     for _ in range(5):
         model.step()
-        write_checkpoint(shared_tmp, model.step_count, world, model.checkpoint_attrs(),
+        write_checkpoint(shared_tmp, model.step_count, world, {**model.checkpoint_attrs(), "run_id": "this run"},
                          model.checkpoint_datasets(), keep=2)
     steps = [s for s, _ in list_checkpoints(shared_tmp)]
-    assert steps == [4, 5]
+    assert steps == [0, 4, 5]
