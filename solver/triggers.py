@@ -5,8 +5,10 @@ rank 0's view counts: the driver folds it into a collective at a step
 boundary, so all ranks act at the same step.
 
     SIGUSR1         checkpoint at the next step boundary and go on
-    SIGUSR2, SIGTERM, SIGINT
-                    checkpoint and stop (exit status 3); a second SIGINT aborts.
+    SIGUSR2, SIGTERM, SIGINT, SIGHUP
+                    checkpoint and stop (exit status 3); a second SIGINT stops at once
+                    (exit status 130, no checkpoint).  A launcher (mpiexec, srun)
+                    that exits while its ranks run also makes them checkpoint and stop.
                     Open MPI's mpiexec forwards SIGUSR1/2 untouched, but on SIGTERM it
                     runs its own kill sequence and exits 1 whatever the ranks return.
     time.wall_limit checkpoint and stop once this much wall time has passed
@@ -45,7 +47,10 @@ class Triggers:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig, handler in ((signal.SIGUSR1, self._on_usr1), (signal.SIGUSR2, self._on_stop),
-                             (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop)):
+                             (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_stop)):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue                     # nohup: the user asked to ignore it
             self._previous[sig] = signal.signal(sig, handler)
 
     def restore(self):

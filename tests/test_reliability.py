@@ -228,3 +228,52 @@ def test_xdmf_names_the_precision_of_float32_bodies(tmp_path):
     text = open(_newest(run)[:-3] + ".xdmf").read()
     assert 'Precision="4" Format="HDF">step_000000002.h5:/nbody/position' in text
     assert 'Precision="8"' not in text.split("<Geometry")[1].split("</Geometry>")[0]
+
+
+# --- never hang ----------------------------------------------------------------------
+def test_a_status_port_in_use_is_one_line_before_anything_is_written(tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = tmp_path / "run"
+        line = _one_line(run_solver(["run", "--output", str(out), *SMALL, "--set", f"output.status_port={port}"]))
+    assert "output.status_port" in line and not out.exists()
+
+
+def test_the_status_endpoint_drops_clients_beyond_its_limit(tmp_path):
+    import socket
+    import time
+
+    from solver.io.aio import AsyncHelper
+    from solver.triggers import Triggers
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    helper = AsyncHelper(str(tmp_path), Triggers(), status_port=port)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(AsyncHelper.MAX_CLIENTS)]
+    try:
+        deadline = time.monotonic() + 30
+        while helper._clients < AsyncHelper.MAX_CLIENTS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(30)
+        assert extra.recv(100) == b""                   # closed at once, not held
+        extra.close()
+    finally:
+        for conn in idle:
+            conn.close()
+        helper.close()
+
+
+def test_without_thread_multiple_checkpoints_are_written_inline(tmp_path, monkeypatch, capsys):
+    from mpi4py import MPI
+
+    from solver.io import writer
+    monkeypatch.setattr(writer.MPI, "Query_thread", lambda: MPI.THREAD_SERIALIZED)
+    monkeypatch.setattr(writer, "_warned_threads", False)
+    w = writer.CheckpointWriter(MPI.COMM_SELF, str(tmp_path), background=True)
+    assert not w.background
+    assert "MPI_THREAD_MULTIPLE" in capsys.readouterr().err
+    w.close()

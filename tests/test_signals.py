@@ -42,7 +42,10 @@ def _steps(run_dir):
 
 
 def _kill_session(proc):
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
     proc.wait(timeout=30)
 
@@ -77,10 +80,11 @@ def test_usr1_checkpoints_and_usr2_stops_cleanly(tmp_path):
     assert _steps(run)[-1] == last + 7
 
 
-def test_sigterm_to_mpiexec_still_writes_the_final_checkpoint(tmp_path):
-    """Open MPI's mpiexec forwards SIGTERM after its grace period and then
-    exits 1 whatever the ranks return (documented); the ranks checkpoint."""
-    run, code, out, err = _signal_run(tmp_path, 2, None, signal.SIGTERM)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_to_mpiexec_still_writes_the_final_checkpoint(tmp_path, sig):
+    """Open MPI's mpiexec sends SIGTERM to the ranks after its grace period and
+    then exits 1 whatever they return (documented); the ranks checkpoint."""
+    run, code, out, err = _signal_run(tmp_path, 2, None, sig)
     assert code in (EXIT_STOPPED, 1), (code, err[-2000:])
     assert len(_steps(run)) == 1          # mpiexec stops relaying output, so the files tell
 
@@ -161,3 +165,112 @@ def test_writer_failure_on_one_rank_stops_every_rank(tmp_path, background):
         for rank in (0, 1):
             assert f"solver: rank {rank}: error: background checkpoint writer failed on rank 1" in err, err
     assert _steps(run) == [5]
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_writer_failure_inside_the_collective_write_aborts_the_job(tmp_path, background):
+    """A rank that fails after the collective write began cannot tell the
+    others, who wait inside HDF5: the job is aborted with that rank's message."""
+    run = str(tmp_path / "run")
+    args = ["run", "--set", "heat.shape=[32,32]", "--set", "time.steps=50", "--set", "output.checkpoint_every=5",
+            "--set", f"output.background={str(background).lower()}", "--output", run]
+    proc = _start(args, 2, {"SOLVER_TEST_FAIL_WRITE": "10:1:mid"})
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode not in (0, 2, EXIT_STOPPED), (proc.returncode, err)
+    assert "solver: rank 1: error: the checkpoint of step 10 failed while being written" in err, err
+    assert _steps(run) == [5]
+    r = run_solver(["run", "--output", run, "--restart", "latest", "--set", "time.steps=20"], np=2)
+    assert r.returncode == 0, r.stderr
+
+
+def test_ctrl_c_twice_stops_at_once_with_one_line(tmp_path):
+    """Serially: the first Ctrl-C asks for a checkpoint and a stop; a second
+    one while that checkpoint is being written stops at once (status 130)."""
+    run = str(tmp_path / "run")
+    proc = _start(LONG + ["--output", run], None, {"SOLVER_TEST_SLOW_WRITE": "30"})
+    ckpt = os.path.join(run, "checkpoints")
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
+        proc.send_signal(signal.SIGINT)
+        _wait_for(lambda: any(n.endswith(".part") for n in os.listdir(ckpt)), what="the final checkpoint to begin")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.strip().splitlines() == ["solver: interrupted again: stopped at once, without a final checkpoint; "
+                                        "the newest complete checkpoint is kept (continue with --restart latest)"]
+    assert "stopping at step" in out and _steps(run) == []
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    """Start-up blocks reading a config from a FIFO; Ctrl-C there is one line, status 130, nothing written."""
+    fifo = str(tmp_path / "config.toml")
+    os.mkfifo(fifo)
+    run = str(tmp_path / "run")
+    proc = _start(["run", fifo, "--output", run], None)
+
+    def reading():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))    # succeeds once the solver has it open
+            return True
+        except OSError:
+            return False
+    try:
+        _wait_for(reading, what="the solver to open its config")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.strip().splitlines() == ["solver: interrupted during start-up; no checkpoint was written"]
+    assert not os.path.exists(run)
+
+
+def test_ctrl_c_twice_to_mpiexec_still_leaves_a_checkpoint(tmp_path):
+    """Open MPI's mpiexec exits at once on a second Ctrl-C and leaves its ranks
+    behind; they notice their launcher is gone, checkpoint and stop."""
+    run = str(tmp_path / "run")
+    proc = _start(LONG + ["--output", run], 2)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        _wait_for(lambda: subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).returncode != 0,
+                  what="the ranks to end")
+    finally:
+        _kill_session(proc)
+    assert len(_steps(run)) == 1
+    r = run_solver(["run", "--output", run, "--restart", "latest", "--set", f"time.steps={_steps(run)[0] + 5}"])
+    assert r.returncode == 0, r.stderr
+
+
+def test_signal_handlers_take_no_lock():
+    """A handler runs between two bytecodes of the main thread, which may hold
+    any lock of the Triggers at that moment: handlers must not need one."""
+    import threading
+
+    from solver.triggers import Triggers
+    triggers = Triggers()
+    held = [v for v in vars(triggers).values() if hasattr(v, "acquire") and hasattr(v, "release")]
+    for lock in held:
+        lock.acquire()
+    done = threading.Event()
+
+    def handle():
+        triggers._on_usr1(signal.SIGUSR1, None)
+        triggers._on_stop(signal.SIGUSR2, None)
+        done.set()
+    threading.Thread(target=handle, daemon=True).start()
+    finished = done.wait(timeout=10)
+    for lock in held:
+        lock.release()
+    assert finished, "a signal handler blocked on a lock"
+    assert triggers.take() == (1, 1) and triggers.take() == (1, 0)

@@ -175,7 +175,10 @@ def _create(f, ds):
 
 
 def _write_parallel(path, comm, step, created, attrs, datasets):
-    with h5py.File(path, "w", driver="mpio", comm=comm) as f:
+    """Every call in here is collective: a failure on one rank must not even
+    close the file (closing is collective too), so it ends the job at once."""
+    try:
+        f = h5py.File(path, "w", driver="mpio", comm=comm)
         _injected_failure(step, comm.rank, "mid")
         _set_root_attrs(f, step, comm.size, created, attrs)
         for ds in datasets:
@@ -184,6 +187,9 @@ def _write_parallel(path, comm, step, created, attrs, datasets):
             write_block(dset, ds.where, ds.local, memory=ds.memory)
         quiet_barrier(comm)
         f.flush()
+    except Exception as exc:             # noqa: BLE001
+        _fatal_mid_write(comm, step, exc)
+    f.close()
 
 
 def _write_gathered(path, comm, step, created, attrs, datasets):

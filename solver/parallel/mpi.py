@@ -29,11 +29,12 @@ def is_root(comm=None) -> bool:
 def emit(stream, text: str) -> None:
     """Write and flush; output nobody reads any more is dropped, not waited
     on (after a stop request the streams are made non-blocking, because a
-    launcher that is shutting down may stop reading them)."""
+    launcher that is shutting down may stop reading them, and a launcher
+    that has exited leaves a pipe or terminal that fails every write)."""
     try:
         stream.write(text)
         stream.flush()
-    except (BlockingIOError, BrokenPipeError):
+    except OSError:          # would block, broken pipe, or EIO from a terminal that went away
         pass
 
 
