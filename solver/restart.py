@@ -145,10 +145,14 @@ class OutputDir:
             except FileExistsError:
                 if not os.path.isdir(path):
                     raise ConfigError(f"--output: {path} exists and is not a directory") from None
-                if os.listdir(path):
+                if not _never_written(path):
                     raise ConfigError(f"--output: {path} already exists and is not empty (another run's "
                                       f"directory?); continue that run with --restart latest --output {path}, "
                                       f"or choose a new output directory (nothing was changed)") from None
+            if os.path.exists(os.path.join(path, MARKER)):
+                self._take_lock()        # a run that died before writing anything: take its place
+                self._write_marker(exclusive=False)
+                return
             self._write_marker(exclusive=True)
         except OSError as exc:
             raise ConfigError(f"--output: cannot create the run directory {path}: {exc.strerror or exc}") from None
@@ -168,8 +172,10 @@ class OutputDir:
 
     def _write_marker(self, exclusive):
         marker = os.path.join(self.path, MARKER)
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else 0), 0o644)
-        self._created.insert(0, marker)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        fd = os.open(marker, flags, 0o644)
+        if exclusive:
+            self._created.insert(0, marker)
         with os.fdopen(fd, "w") as fh:
             json.dump({"run_id": self.run_id, "parent": self.parent, "created": _now(),
                        "host": socket.gethostname()}, fh)
@@ -198,6 +204,15 @@ class OutputDir:
             except OSError:
                 pass
         self._created = []
+
+
+def _never_written(path) -> bool:
+    """Empty, or holding only what a run that died before its first output
+    left: its marker and an empty checkpoints/ directory."""
+    found = set(os.listdir(path))
+    if found - {MARKER, "checkpoints"}:
+        return False
+    return "checkpoints" not in found or not os.listdir(os.path.join(path, "checkpoints"))
 
 
 def _now():

@@ -180,3 +180,13 @@ def test_bench_io_deletes_only_what_it_created(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(d)) == ["results.txt", "run"]
     assert os.listdir(d / "run") == ["keep.txt"]
+
+
+def test_a_directory_left_by_a_run_that_died_before_any_output_is_reused(tmp_path):
+    from solver.restart import MARKER
+    out = tmp_path / "died"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / MARKER).write_text('{"run_id": "dead"}\n')
+    _ok(run_solver(["run", "--output", str(out), *SMALL, "--set", "time.steps=5"]))
+    assert _steps(str(out)) == [5]
+    assert "dead" not in (out / MARKER).read_text()

@@ -148,18 +148,24 @@ def test_kill_9_during_a_checkpoint_leaves_a_restartable_run(tmp_path):
         assert np.array_equal(a["heat/u"][...], b["heat/u"][...])
 
 
-@pytest.mark.parametrize("background", [True, False])
-def test_writer_failure_on_one_rank_stops_every_rank(tmp_path, background):
+def _failing_write(tmp_path, background, spec):
+    """A 2-rank run whose checkpoint write fails as SOLVER_TEST_FAIL_WRITE=spec says."""
     run = str(tmp_path / "run")
     args = ["run", "--set", "heat.shape=[32,32]", "--set", "time.steps=50", "--set", "output.checkpoint_every=5",
             "--set", f"output.background={str(background).lower()}", "--output", run]
-    proc = _start(args, 2, {"SOLVER_TEST_FAIL_WRITE": "10:1"})
+    proc = _start(args, 2, {"SOLVER_TEST_FAIL_WRITE": spec})
     try:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             _kill_session(proc)
     assert proc.returncode not in (0, 2, EXIT_STOPPED), (proc.returncode, err)
+    return run, err
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_writer_failure_on_one_rank_stops_every_rank(tmp_path, background):
+    run, err = _failing_write(tmp_path, background, "10:1")
     assert "injected failure" in err
     if background:
         for rank in (0, 1):
@@ -171,20 +177,26 @@ def test_writer_failure_on_one_rank_stops_every_rank(tmp_path, background):
 def test_writer_failure_inside_the_collective_write_aborts_the_job(tmp_path, background):
     """A rank that fails after the collective write began cannot tell the
     others, who wait inside HDF5: the job is aborted with that rank's message."""
-    run = str(tmp_path / "run")
-    args = ["run", "--set", "heat.shape=[32,32]", "--set", "time.steps=50", "--set", "output.checkpoint_every=5",
-            "--set", f"output.background={str(background).lower()}", "--output", run]
-    proc = _start(args, 2, {"SOLVER_TEST_FAIL_WRITE": "10:1:mid"})
-    try:
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            _kill_session(proc)
-    assert proc.returncode not in (0, 2, EXIT_STOPPED), (proc.returncode, err)
+    run, err = _failing_write(tmp_path, background, "10:1:mid")
     assert "solver: rank 1: error: the checkpoint of step 10 failed while being written" in err, err
     assert _steps(run) == [5]
     r = run_solver(["run", "--output", run, "--restart", "latest", "--set", "time.steps=20"], np=2)
     assert r.returncode == 0, r.stderr
+
+
+def _interrupted(proc, *waits):
+    """Send SIGINT after each of ``waits`` (a condition and what it means), then
+    collect the output; the job is killed whatever happens."""
+    try:
+        for condition, what in waits:
+            _wait_for(condition, what=what)
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode == 130, (proc.returncode, err)
+    return out, err
 
 
 def test_ctrl_c_twice_stops_at_once_with_one_line(tmp_path):
@@ -193,42 +205,33 @@ def test_ctrl_c_twice_stops_at_once_with_one_line(tmp_path):
     run = str(tmp_path / "run")
     proc = _start(LONG + ["--output", run], None, {"SOLVER_TEST_SLOW_WRITE": "30"})
     ckpt = os.path.join(run, "checkpoints")
-    try:
-        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
-        proc.send_signal(signal.SIGINT)
-        _wait_for(lambda: any(n.endswith(".part") for n in os.listdir(ckpt)), what="the final checkpoint to begin")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            _kill_session(proc)
-    assert proc.returncode == 130, (proc.returncode, err)
+    out, err = _interrupted(proc, (lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), "the run to start"),
+                            (lambda: any(n.endswith(".part") for n in os.listdir(ckpt)), "the final checkpoint"))
     assert err.strip().splitlines() == ["solver: interrupted again: stopped at once, without a final checkpoint; "
                                         "the newest complete checkpoint is kept (continue with --restart latest)"]
     assert "stopping at step" in out and _steps(run) == []
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
-    """Start-up blocks reading a config from a FIFO; Ctrl-C there is one line, status 130, nothing written."""
+    """Start-up blocks reading a config from a FIFO whose writer sends nothing;
+    Ctrl-C there is one line, status 130, nothing written."""
     fifo = str(tmp_path / "config.toml")
     os.mkfifo(fifo)
     run = str(tmp_path / "run")
     proc = _start(["run", fifo, "--output", run], None)
+    writer = []
 
     def reading():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))    # succeeds once the solver has it open
+        try:        # succeeds once the solver has the FIFO open; held open, so its read waits
+            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
             return True
         except OSError:
             return False
     try:
-        _wait_for(reading, what="the solver to open its config")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = _interrupted(proc, (reading, "the solver to open its config"))
     finally:
-        if proc.poll() is None:
-            _kill_session(proc)
-    assert proc.returncode == 130, (proc.returncode, err)
+        for fd in writer:
+            os.close(fd)
     assert err.strip().splitlines() == ["solver: interrupted during start-up; no checkpoint was written"]
     assert not os.path.exists(run)
 

@@ -216,6 +216,15 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _raise_on_every_rank(comm, problem, elsewhere):
+    """If ``problem`` happened on any rank: raise it there, and
+    CheckpointAbandoned(``elsewhere``) on the others (collective)."""
+    if not quiet_all_ok(comm, problem is None):
+        if problem is not None:
+            raise problem
+        raise CheckpointAbandoned(elsewhere)
+
+
 def _fatal_mid_write(comm, step, exc):
     """A rank that fails inside the collective write cannot tell the others,
     who wait in HDF5 for it: end the job, naming the rank and the cause."""
@@ -275,10 +284,7 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
                 raise ValueError(f"{ds.name}: block of shape {ds.block.shape} for a selection of {expected}")
     except Exception as exc:
         problem = exc
-    if not quiet_all_ok(comm, problem is None):
-        if problem is not None:
-            raise problem
-        raise CheckpointAbandoned(f"checkpoint of step {step} abandoned: it failed on another rank")
+    _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it failed on another rank")
     quiet_barrier(comm)
     try:
         if parallel_io(comm):
@@ -304,10 +310,8 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
             _fsync_path(directory)
         except OSError as exc:
             problem = exc
-    if not quiet_all_ok(comm, problem is None):
-        if problem is not None:
-            raise problem
-        raise CheckpointAbandoned(f"checkpoint of step {step} abandoned: it could not be put in place on rank 0")
+    _raise_on_every_rank(comm, problem,
+                         f"checkpoint of step {step} abandoned: it could not be put in place on rank 0")
     if comm.rank == 0:
         try:                             # a checkpoint in place is not lost over its sidecar or pruning
             if keep > 0:
