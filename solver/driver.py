@@ -163,7 +163,7 @@ class _Agreement:
     whole state, so it runs only when stepping since the last one took at
     least ``CHECK_RATIO`` times what the check costs."""
     TARGET_SECONDS = 0.2
-    CHECK_RATIO = 50
+    CHECK_RATIO = 100
 
     def __init__(self, comm, triggers, writer, model, start_step, quantum=1):
         self.comm, self.triggers, self.writer, self.model = comm, triggers, writer, model
