@@ -15,7 +15,16 @@ from .config import ConfigError, load_settings
 COMMANDS = ("run", "info", "plot", "bench")
 EXIT_NUMERICAL = 4        # the state stopped being finite (or became singular); the last good checkpoint stays
 EXIT_INTERRUPTED = 130    # a second Ctrl-C (128 + SIGINT), or Ctrl-C during start-up
-_state = {"running": False}
+_state = {"running": False, "output": None}
+
+
+def _newest_kept() -> str:
+    """What a run stopped at once leaves to continue from."""
+    from .io.checkpoint import list_checkpoints
+    found = list_checkpoints(os.path.join(_state["output"] or "", "checkpoints"))
+    if not found:
+        return "no checkpoint had been written"
+    return f"the newest complete checkpoint is {found[-1][1]} (continue with --restart latest)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,11 +140,12 @@ def cmd_run(args, comm) -> int:
                            settings.output.snapshots)
         else:
             agree(comm, lambda: None)
-    except ConfigError:
+    except (ConfigError, KeyboardInterrupt):
         if comm.rank == 0:
             out.release()
         raise
     prepare_output_dir(output_dir, comm)
+    _state["output"] = output_dir
 
     triggers.install()                   # before the first line, so a job that has printed can be signalled
     _state["running"] = True
@@ -152,7 +162,7 @@ def cmd_run(args, comm) -> int:
     finally:
         if helper is not None:
             helper.close()
-    triggers.restore()
+    triggers.restore(late_interrupt=True)
     model.close()
 
     t = summary["timers"]
@@ -249,8 +259,7 @@ def main(argv=None) -> int:
         return EXIT_NUMERICAL
     except KeyboardInterrupt:
         if _state["running"]:
-            message = ("interrupted again: stopped at once, without a final checkpoint; the newest complete "
-                       "checkpoint is kept (continue with --restart latest)")
+            message = "interrupted again: stopped at once, without a final checkpoint; " + _newest_kept()
         else:
             message = "interrupted during start-up; no checkpoint was written"
         sys.stderr.write(f"solver: {message}\n")

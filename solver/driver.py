@@ -123,12 +123,18 @@ class DiagnosticsLog:
         self.path, self.root, self.columns = path, comm.rank == 0, None
 
     def begin(self, step):
-        """Keep the rows before ``step`` (rank 0; an atomic rewrite)."""
+        """Keep the rows before ``step`` (rank 0; an atomic rewrite).  A file
+        without a header of ours is moved aside (``.damaged``), not lost."""
         if not self.root or not os.path.exists(self.path):
             return
         with open(self.path, encoding="utf-8", errors="replace") as fh:
             lines = fh.read().split("\n")
         header, kept = lines[0], []
+        if not header.startswith("step,"):
+            os.replace(self.path, self.path + ".damaged")
+            emit(sys.stderr, f"solver: warning: {self.path} has no header; moved aside to "
+                             f"diagnostics.csv.damaged and started anew\n")
+            return
         width = len(header.split(","))
         for line in lines[1:]:
             cells = line.split(",")
@@ -268,8 +274,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         if bad:                                 # global values: every rank sees the same
             raise_not_finite(model, f"the {bad[0]} (= {diag[bad[0]]})")
         notes = model.warnings(diag)
-        if notes:
-            warnings[:] = notes
+        warnings[:] = notes                     # the state of the latest line, not of an earlier one
         history.append(diag)
         progress.line(diag, notes)
         return diag
@@ -300,7 +305,8 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
             step = model.step_count
             # up to the next step at which something happens (a model may take several at once)
             until = min(end, agreement.next_step, _next_multiple(step, log_every), _next_multiple(step, every))
-            model.advance(until - step, timers)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):     # checked, not warned about
+                model.advance(until - step, timers)
             step = model.step_count
             progress.tick(step, model.time)
             if step % log_every == 0 and step != end:

@@ -19,11 +19,12 @@ import json
 import math
 import os
 import socket
+import sys
 import uuid
 
-from .config import ConfigError, load_settings
-from .io.checkpoint import inspect_checkpoint, list_checkpoints
-from .parallel.mpi import root_decides
+from .config import ConfigError, load_settings, parse_override
+from .io.checkpoint import read_checkpoint_info, inspect_checkpoint, list_checkpoints
+from .parallel.mpi import emit, root_decides
 
 # keys that define the problem and its start: a restart must not change them
 # (the analytic error and the provenance in later checkpoints depend on them)
@@ -40,11 +41,16 @@ def run_dir_of(checkpoint_path: str) -> str:
 
 
 def newest_checkpoint(directory: str, what: str) -> str:
+    """The newest checkpoint of a run that can be read (a damaged newer one is
+    moved aside when the run continues; see _claim_continued)."""
     ckpt_dir = os.path.join(directory, "checkpoints")
     found = list_checkpoints(ckpt_dir) or list_checkpoints(directory)
     if not found:
         raise ConfigError(f"{what}: no complete checkpoint (checkpoints/step_*.h5) in {directory}")
-    return found[-1][1]
+    for _, path in reversed(found):
+        if _readable(path):
+            return path
+    return found[-1][1]                  # none readable: let the inspection say why
 
 
 def resolve_restart_path(spec: str, output_dir: str | None) -> str:
@@ -103,6 +109,16 @@ def check_compatible(settings, info):
         raise ConfigError(f"--restart: {info.path} has an invalid step attribute {step!r}")
     if not isinstance(t, (int, float)) or not math.isfinite(t):
         raise ConfigError(f"--restart: {info.path} has an invalid time attribute {t!r} (damaged checkpoint)")
+    basis = info.attrs.get("time_basis")
+    if basis is not None:
+        try:
+            s0, t0 = (float(v) for v in basis)
+            ok = math.isfinite(t0) and s0 == int(s0) and 0 <= s0 <= step
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"--restart: {info.path} has an invalid time_basis attribute {basis!r} "
+                              f"(damaged checkpoint)")
     if not isinstance(info.attrs["dt"], (int, float)):
         raise ConfigError(f"--restart: {info.path} has an invalid dt attribute {info.attrs['dt']!r} (damaged checkpoint)")
 
@@ -149,43 +165,30 @@ class OutputDir:
                     raise ConfigError(f"--output: {path} already exists and is not empty (another run's "
                                       f"directory?); continue that run with --restart latest --output {path}, "
                                       f"or choose a new output directory (nothing was changed)") from None
-            if os.path.exists(os.path.join(path, MARKER)):
-                self._take_lock()        # a run that died before writing anything: take its place
-                self._write_marker(exclusive=False)
-                return
-            self._write_marker(exclusive=True)
+            # a marker without a directory's worth of output: a run that died
+            # before writing anything, whose place is taken if no job holds it
+            self._claim_marker(exclusive=not os.path.exists(os.path.join(path, MARKER)))
         except OSError as exc:
             raise ConfigError(f"--output: cannot create the run directory {path}: {exc.strerror or exc}") from None
-        self._take_lock()
 
     def resume(self):
         """The run's own directory: lock its marker (made if an older solver left none)."""
         try:
-            if not os.path.exists(os.path.join(self.path, MARKER)):
-                self._write_marker(exclusive=True)
-        except FileExistsError:
-            pass
+            self._claim_marker(exclusive=False, rewrite=False)
         except OSError as exc:
             raise ConfigError(f"--restart: cannot write to the run directory {self.path}: "
                               f"{exc.strerror or exc}") from None
-        self._take_lock()
 
-    def _write_marker(self, exclusive):
+    def _claim_marker(self, exclusive, rewrite=True):
+        """Open (``exclusive``: create) the marker, lock it at once through the
+        same descriptor, then write the run's id into it (``rewrite``, or when
+        it was empty).  The advisory lock is released by the OS when this
+        process ends, however it ends; file systems without locks skip it."""
+        import fcntl
         marker = os.path.join(self.path, MARKER)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-        fd = os.open(marker, flags, 0o644)
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0), 0o644)
         if exclusive:
             self._created.insert(0, marker)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"run_id": self.run_id, "parent": self.parent, "created": _now(),
-                       "host": socket.gethostname()}, fh)
-            fh.write("\n")
-
-    def _take_lock(self):
-        """An advisory lock on the marker, released by the OS when this process
-        ends however it ends; skipped on file systems without locks."""
-        import fcntl
-        fd = os.open(os.path.join(self.path, MARKER), os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -193,8 +196,13 @@ class OutputDir:
             raise ConfigError(f"--output: {self.path} is in use by another running job; wait for it to end, "
                               f"or choose a new output directory") from None
         except OSError:
-            pass                     # no locking on this file system: the exclusive marker still guards new runs
+            pass                     # no locking here: the exclusive create still guards new runs
         self._lock = fd
+        if rewrite or os.fstat(fd).st_size == 0:
+            text = json.dumps({"run_id": self.run_id, "parent": self.parent, "created": _now(),
+                               "host": socket.gethostname()}) + "\n"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text.encode(), 0)
 
     def release(self):
         """Undo a claim that was not used (bad input found after it)."""
@@ -246,17 +254,32 @@ def _claim_new(settings, requested, parent=None) -> OutputDir:
 
 
 def _claim_continued(directory, info) -> OutputDir:
-    """Continue the run in ``directory`` from ``info``, which must be its newest checkpoint."""
-    found = list_checkpoints(os.path.join(directory, "checkpoints"))
+    """Continue the run in ``directory`` from ``info``, which must be its
+    newest readable checkpoint.  Newer ones that cannot be read are moved
+    aside (renamed ``*.damaged``, never deleted), with a warning."""
     step = int(info.attrs["step"])
-    if found and found[-1][0] > step:
+    newer = [(s, p) for s, p in list_checkpoints(os.path.join(directory, "checkpoints")) if s > step]
+    readable = [s for s, p in newer if _readable(p)]
+    if readable:
         raise ConfigError(f"--restart: {info.path} (step {step}) is older than the newest checkpoint of its run "
-                          f"(step {found[-1][0]}); continuing there would mix two histories. Branch into a new "
+                          f"(step {readable[-1]}); continuing there would mix two histories. Branch into a new "
                           f"directory with --output NEW_DIR, or continue the run with --restart latest")
     run_id = info.attrs.get("run_id") or _marker_run_id(directory) or uuid.uuid4().hex
     out = OutputDir(directory, run_id)
     out.resume()
+    for _, path in newer:
+        os.replace(path, path + ".damaged")
+        emit(sys.stderr, f"solver: warning: {path} cannot be read; moved aside to {os.path.basename(path)}.damaged "
+                         f"and continuing from step {step}\n")
     return out
+
+
+def _readable(path) -> bool:
+    try:
+        read_checkpoint_info(path, "")
+        return True
+    except ConfigError:
+        return False
 
 
 def _marker_run_id(directory):
@@ -292,6 +315,12 @@ def claim_output_dir(comm, settings, requested, restart_info=None, source_dir=No
     return claimed[0] or OutputDir(path, run_id, parent)
 
 
+def _set_output_dir(overrides):
+    """The last ``--set output.dir=...``, if any."""
+    found = [value for section, key, value in map(parse_override, overrides) if (section, key) == ("output", "dir")]
+    return found[-1] if found else None
+
+
 def plan(args, comm, load_config, overrides):
     """(settings, output_dir, checkpoint info or None) for ``run`` arguments.
 
@@ -302,7 +331,8 @@ def plan(args, comm, load_config, overrides):
         settings = load_config()
         return settings, claim_output_dir(comm, settings, args.output), None
     settings = load_config() if args.config else None
-    hint_dir = args.output or (settings.output.dir if settings else None)
+    named = args.config or any(parse_override(o)[:2] == ("output", "dir") for o in overrides)
+    hint_dir = args.output or (settings.output.dir if settings else None) or _set_output_dir(overrides)
     path = root_decides(comm, resolve_restart_path, args.restart, hint_dir)
     info = inspect_checkpoint(path, comm)
     if settings is None:
@@ -311,7 +341,7 @@ def plan(args, comm, load_config, overrides):
     check_compatible(settings, info)
     in_run = os.path.basename(os.path.dirname(os.path.abspath(path))) == "checkpoints"
     source_dir = run_dir_of(path) if in_run else None
-    requested = args.output or (settings.output.dir if args.config else "")
+    requested = args.output or (settings.output.dir if named else "")
     if not requested and not source_dir:
         raise ConfigError(f"--restart: {path} is not inside a run directory (RUN/checkpoints/); "
                           f"name the directory to write into with --output DIR")

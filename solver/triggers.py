@@ -53,10 +53,15 @@ class Triggers:
                 continue                     # nohup: the user asked to ignore it
             self._previous[sig] = signal.signal(sig, handler)
 
-    def restore(self):
+    def restore(self, late_interrupt=False):
+        """Put back the handlers found at install; with ``late_interrupt``,
+        Ctrl-C after the run's output is complete ends the process at once
+        with one line (not a traceback from wherever shutdown is)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        if late_interrupt and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _interrupted_after_the_run)
 
     def _on_usr1(self, signum, frame):
         self.request_checkpoint("SIGUSR1")
@@ -93,6 +98,11 @@ class Triggers:
         ckpt = asked != self._checkpoints_taken
         self._checkpoints_taken = asked
         return int(self.stop_reason is not None), int(ckpt)
+
+
+def _interrupted_after_the_run(signum, frame):
+    os.write(2, b"solver: interrupted after the run's output was complete\n")
+    os._exit(130)
 
 
 def _under_launcher() -> bool:

@@ -182,6 +182,22 @@ def test_bench_io_deletes_only_what_it_created(tmp_path):
     assert os.listdir(d / "run") == ["keep.txt"]
 
 
+def test_a_fresh_run_cannot_take_over_a_directory_a_starting_job_holds(tmp_path):
+    import fcntl
+
+    from solver.restart import MARKER
+    out = tmp_path / "starting"
+    out.mkdir()
+    (out / MARKER).write_text('{"run_id": "starting"}\n')
+    fd = os.open(out / MARKER, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)              # as the job that created it holds it
+    try:
+        assert "in use" in _refused(run_solver(["run", "--output", str(out), *SMALL, "--set", "time.steps=5"]))
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(out)) == [MARKER]
+
+
 def test_a_directory_left_by_a_run_that_died_before_any_output_is_reused(tmp_path):
     from solver.restart import MARKER
     out = tmp_path / "died"

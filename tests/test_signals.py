@@ -208,7 +208,7 @@ def test_ctrl_c_twice_stops_at_once_with_one_line(tmp_path):
     out, err = _interrupted(proc, (lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), "the run to start"),
                             (lambda: any(n.endswith(".part") for n in os.listdir(ckpt)), "the final checkpoint"))
     assert err.strip().splitlines() == ["solver: interrupted again: stopped at once, without a final checkpoint; "
-                                        "the newest complete checkpoint is kept (continue with --restart latest)"]
+                                        "no checkpoint had been written"]
     assert "stopping at step" in out and _steps(run) == []
 
 

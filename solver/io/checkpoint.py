@@ -334,7 +334,7 @@ class CheckpointInfo:
     dtypes: dict
 
 
-def _inspect_serial(path, what) -> CheckpointInfo:
+def read_checkpoint_info(path, what) -> CheckpointInfo:
     if not os.path.exists(path):
         raise ConfigError(f"{what}: {path} does not exist")
     if not os.path.isfile(path):
@@ -366,7 +366,7 @@ def _inspect_serial(path, what) -> CheckpointInfo:
 def inspect_checkpoint(path, comm, what="--restart") -> CheckpointInfo:
     """Rank 0 opens and checks the file; every rank gets the verdict.  ``what``
     names the argument or key the path came from, in error messages."""
-    return root_decides(comm, _inspect_serial, path, what)
+    return root_decides(comm, read_checkpoint_info, path, what)
 
 
 def read_blocks(path, comm, requests) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ import contextlib
 import math
 import sys
 
-from ..config import ConfigError
+from ..config import INT_MAX, ConfigError
 
 
 def check_dt(dt, why):
@@ -18,6 +18,14 @@ def check_dt(dt, why):
     return dt
 
 
+def _step_count(ratio):
+    """Steps of dt to cover a span ``ratio`` dt long; refused past int64."""
+    if not ratio < INT_MAX:
+        raise ConfigError(f"time.t_end: reaching it takes {ratio:.3g} steps, more than a step counter holds "
+                          f"({INT_MAX}); use a larger time.dt or an earlier time.t_end")
+    return max(0, math.ceil(ratio - 1e-9))
+
+
 def fit_end(time_settings, dt, restart=None):
     """(dt, end step).  With ``time.t_end`` the step count follows from dt, and
     dt shrinks (never grows) so that the run lands on t_end exactly; a restart
@@ -26,11 +34,11 @@ def fit_end(time_settings, dt, restart=None):
     if t_end is None:
         return dt, time_settings.steps
     if restart is None:
-        steps = max(1, math.ceil(t_end / dt - 1e-9))
+        steps = max(1, _step_count(t_end / dt))
         return t_end / steps, steps
     step = int(restart.attrs["step"])
     left = t_end - float(restart.attrs["time"])
-    steps = max(0, math.ceil(left / dt - 1e-9))
+    steps = _step_count(left / dt)
     if steps and abs(left / steps - dt) > 1e-9 * dt:
         dt = min(dt, left / steps)
     return dt, step + steps

@@ -130,6 +130,11 @@ class HeatModel(Clocked):
         if not all_ranks(self.comm, usable):
             raise ConfigError(f"{source} holds values that are not finite or exceed {MAX_VALUE:g} in magnitude")
         self.set_local(local)
+        with np.errstate(all="ignore"):
+            heat = self.diagnostics()["heat"]           # collective: the same verdict on every rank
+        if not math.isfinite(heat):
+            raise ConfigError(f"the total heat of the start overflows ({heat}): heat.extent and the field values "
+                              f"together exceed double precision; rescale the problem's units")
 
     def set_local(self, local: np.ndarray):
         host = np.zeros(tuple(k + 2 * self.block for k in self.decomp.local_shape))
