@@ -22,7 +22,7 @@ export OMPI_MCA_orte_execute_quiet := 1
 export OMPI_MCA_odls_base_sigkill_timeout := 10
 export PYTHON VENV
 
-.PHONY: setup run test test-serial test-mpi info bench bench-startup bench-io clean
+.PHONY: setup run test test-serial test-mpi test-slurm info bench bench-startup bench-io clean
 
 setup:
 	@./.ci/provision.sh
@@ -43,6 +43,19 @@ test-serial:
 test-mpi:
 	timeout 900 $(MPIEXEC) -n 2 $(VPY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi -m mpi tests
 	timeout 900 $(MPIEXEC) -n 4 $(VPY) -m mpi4py -m pytest -q -p no:cacheprovider --with-mpi -m mpi tests
+
+# The scripts in slurm/ submitted to a private two-node SLURM cluster on this
+# machine (slurm/local/cluster.sh: installs slurm-wlm and munge if missing,
+# runs every daemon under a temporary directory, stops them all afterwards,
+# also when a check fails).  Both "nodes" share this host's /dev/shm, where
+# Open MPI's shared-memory transport would mix up ranks of different
+# "nodes": the tests use TCP between ranks (a real cluster needs no such
+# setting).
+test-slurm: setup
+	@state=$$(mktemp -d /tmp/solver-slurm.XXXXXX); \
+	trap 'slurm/local/cluster.sh stop "'"$$state"'"' EXIT; \
+	conf=$$(slurm/local/cluster.sh start "$$state") || exit 1; \
+	SLURM_CONF=$$conf OMPI_MCA_btl=self,tcp timeout 900 $(VPY) -m pytest -q -p no:cacheprovider tests/slurm
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -238,10 +238,17 @@ def main(argv=None) -> int:
             # launches mpiexec itself, so must not start MPI here (a singleton cannot)
             from .bench.startup import bench_startup
             return bench_startup(args)
+    from .parallel.launch import check_before_mpi, check_world
+    try:
+        check_before_mpi()
+    except ConfigError as exc:           # every task says it: none of them can reach the others
+        sys.stderr.write(f"solver: error: {exc}\n")
+        return 2
     from .io.writer import WriterError
     from .parallel.mpi import abort, error_line, install_abort_hook, world
     install_abort_hook()
     try:
+        check_world(world.size)
         args = parse_args(argv)
         if args.command == "info":
             return cmd_info(args, world)

@@ -21,13 +21,23 @@ stop() {
     done
     # jobs left by a failed test: every process whose environment names this cluster's config
     for p in /proc/[0-9]*; do
-        if grep -qa "SLURM_CONF=$STATE/slurm.conf" "$p/environ" 2>/dev/null; then kill -KILL "${p#/proc/}" 2>/dev/null || true; fi
+        pid=${p#/proc/}
+        [ "$pid" = $$ ] || [ "$pid" = "$PPID" ] && continue
+        if grep -qa "SLURM_CONF=$STATE/slurm.conf" "$p/environ" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
     done
     sleep 1
     for pidfile in "$STATE"/*.pid "$STATE"/munge/munged.pid; do
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile" 2>/dev/null || true)
         [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 1 50); do              # until every daemon is gone
+        alive=0
+        for pidfile in "$STATE"/*.pid "$STATE"/munge/munged.pid; do
+            [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null && alive=1
+        done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
     done
     rm -rf "$STATE"
 }
