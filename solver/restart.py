@@ -120,7 +120,8 @@ def check_compatible(settings, info):
             raise ConfigError(f"--restart: {info.path} has an invalid time_basis attribute {basis!r} "
                               f"(damaged checkpoint)")
     if not isinstance(info.attrs["dt"], (int, float)):
-        raise ConfigError(f"--restart: {info.path} has an invalid dt attribute {info.attrs['dt']!r} (damaged checkpoint)")
+        raise ConfigError(f"--restart: {info.path} has an invalid dt attribute {info.attrs['dt']!r} "
+                          f"(damaged checkpoint)")
 
 
 def _particle_count(settings, info):

@@ -174,7 +174,8 @@ def bench_compute(comm, args) -> int:
     if not wanted:
         raise ConfigError("bench --backends: name at least one backend")
     rank_counts = sorted({1, min(2, comm.size), comm.size})
-    log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, median of {args.repeats} runs of ~{args.seconds:g} s each")
+    log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, "
+        f"median of {args.repeats} runs of ~{args.seconds:g} s each")
     bandwidth = {}
     for ranks in rank_counts:
         sub = _on(comm, ranks)

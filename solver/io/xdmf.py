@@ -52,7 +52,8 @@ def _nbody_grid(f, href, indent) -> str:
     p = " " * indent
     fields = "".join(
         f'{p} <Attribute Name="{name}" AttributeType="{kind}" Center="Node">\n'
-        f'{p}  <DataItem Dimensions="{dims}" NumberType="{num}" Precision="{size}" Format="HDF">{href}:/nbody/{name}</DataItem>\n'
+        f'{p}  <DataItem Dimensions="{dims}" NumberType="{num}" Precision="{size}" '
+        f'Format="HDF">{href}:/nbody/{name}</DataItem>\n'
         f'{p} </Attribute>\n'
         for name, kind, dims, num in (("velocity", "Vector", f"{n} 3", "Float"), ("mass", "Scalar", f"{n}", "Float"),
                                       ("id", "Scalar", f"{n}", "Int")) if f"nbody/{name}" in f
