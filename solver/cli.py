@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__
-from .config import ConfigError, load_settings
+from .config import SCHEMA, ConfigError, load_settings
 
 COMMANDS = ("run", "info", "plot", "bench")
 EXIT_NUMERICAL = 4        # the state stopped being finite (or became singular); the last good checkpoint stays
@@ -103,6 +103,13 @@ def load(args, comm):
     return load_settings(None, "<default>", _overrides(args), "default")
 
 
+def shown_path(path) -> str:
+    """How a path is printed and stored: relative to the working directory
+    when it lies inside it (as a fresh run's default is), absolute otherwise."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else os.path.abspath(path)
+
+
 def prepare_output_dir(directory, comm):
     if comm.rank == 0:
         os.makedirs(os.path.join(directory, "checkpoints"), exist_ok=True)
@@ -120,7 +127,7 @@ def cmd_run(args, comm) -> int:
     from .triggers import EXIT_STOPPED, Triggers
 
     settings, out, restart = agree(comm, plan, args, comm, lambda: load(args, comm), _overrides(args))
-    output_dir = out.path
+    output_dir = out.path = shown_path(out.path)
     helper = None
     try:                                 # bad input found from here on leaves no trace of the claim
         backend = agree(comm, get_backend, settings.backend)
@@ -185,6 +192,11 @@ def make_model(settings, comm, backend, restart):
         from .models.heat import HeatModel
         return HeatModel(settings, comm, backend, restart)
     from .models.nbody import NBodyModel, resolve_settings
+    from .models.nbody_initial import fixed_count
+    fixed, asked = fixed_count(settings.nbody), settings.nbody.n
+    if restart is None and fixed and asked not in (fixed, SCHEMA["nbody"]["n"]) and comm.rank == 0:
+        sys.stderr.write(f"solver: warning: nbody.n = {asked} is ignored: the {settings.nbody.initial!r} start "
+                         f"has {fixed} bodies\n")
     initial = None
     if restart is None and settings.nbody.initial == "file":
         from .io.checkpoint import read_particles

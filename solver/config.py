@@ -303,7 +303,21 @@ def load_settings(text: str | None, source: str = "<default>", overrides=(), nam
             raw.get("time", {}).pop(other, None)
             explicit["time"].discard(other)
     merged = {s: {**defaults, **raw.get(s, {})} for s, defaults in SCHEMA.items()}
-    return _validate(merged, explicit, name)
+    try:
+        return _validate(merged, explicit, name)
+    except ConfigError as exc:
+        raise ConfigError(_say_where(str(exc), from_set, explicit, source if text is not None else None)) from None
+
+
+def _say_where(message, from_set, explicit, source):
+    """Name where the offending key came from: a --set, the file, or the defaults."""
+    key = message.split(":", 1)[0]
+    section, _, name = key.partition(".")
+    if (section, name) in from_set:
+        return f"{message} (from --set {key}=...)"
+    if source and name in explicit.get(section, ()):
+        return f"{message} (in {source})"
+    return message
 
 
 def _validate(c: dict, explicit: dict, name: str) -> Settings:

@@ -21,9 +21,14 @@ def _figure(width, height):
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plotting needs matplotlib: pip install .[plot]") from exc
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")   # labels never overlap
     FigureCanvasAgg(fig)
     return fig
+
+
+def _run_name(path) -> str:
+    """The run directory's name, for titles (``RUN/checkpoints/step_N.h5``)."""
+    return os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
 
 
 def render_particles(path, out_dir) -> str:
@@ -38,17 +43,27 @@ def render_particles(path, out_dir) -> str:
     size = 4.0 if len(x) > 100 else 40.0
     ax.scatter(x[:, 0], x[:, 1], s=size * m / m.max() if m.max() > 0 else size, c="k", alpha=0.6, linewidths=0)
     ax.set_aspect("equal")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title(f"{len(x)} bodies, step {step}, t = {t:.6g}")
+    ax.set_xlabel("x (length units)")
+    ax.set_ylabel("y (length units)")
+    ax.set_title(f"{_run_name(path)}: {len(x)} bodies projected on x-y\nstep {step}, t = {t:.6g}")
     out = os.path.join(out_dir, f"particles_{step:09d}.png")
     fig.savefig(out)
     return out
 
 
+def _planes_through_extreme(u) -> list[int]:
+    """Per axis, the index of the plane through the cell farthest from the
+    field's mean (from a subsample of at most 64 cells per axis): mid-planes
+    can fall on the nodal planes of a mode and show nothing."""
+    stride = [max(1, n // 64) for n in u.shape]
+    sample = u[tuple(slice(None, None, k) for k in stride)]
+    where = np.unravel_index(np.argmax(np.abs(sample - sample.mean())), sample.shape)
+    return [int(i) * k for i, k in zip(where, stride)]
+
+
 def render_checkpoint(path, out_dir) -> str:
-    """One PNG of a checkpoint: a 2D heat field, mid-plane slices of a 3D one,
-    or the particles' x-y projection."""
+    """One PNG of a checkpoint: a 2D heat field, three slices of a 3D one
+    through its extreme, or the particles' x-y projection."""
     os.makedirs(out_dir, exist_ok=True)
     with h5py.File(path, "r") as f:
         if "nbody" in f:
@@ -56,25 +71,26 @@ def render_checkpoint(path, out_dir) -> str:
         step, t = int(f.attrs["step"]), float(f.attrs["time"])
         u = f["heat/u"]
         shape, spacing = u.shape, np.asarray(u.attrs["spacing"])
+        centre = lambda axis, i: (i + 0.5) * spacing[axis]           # noqa: E731 - cell centre coordinate
         if len(shape) == 2:
-            slices = [("", u[...], (0, 1))]
+            slices = [("temperature u", u[...], (0, 1))]
         else:
-            mid = [n // 2 for n in shape]
-            slices = [(f"axis 0 = {mid[0]}", u[mid[0], :, :], (1, 2)),
-                      (f"axis 1 = {mid[1]}", u[:, mid[1], :], (0, 2)),
-                      (f"axis 2 = {mid[2]}", u[:, :, mid[2]], (0, 1))]
+            at = _planes_through_extreme(u[...])
+            slices = [(f"plane x{d} = {centre(d, at[d]):.4g} (cell {at[d]})", u[tuple(at[d] if a == d else slice(None)
+                                                                                      for a in range(3))], axes)
+                      for d, axes in ((0, (1, 2)), (1, (0, 2)), (2, (0, 1)))]
     lo = min(float(s[1].min()) for s in slices)
     hi = max(float(s[1].max()) for s in slices)
-    fig = _figure(5.5 * len(slices), 4.8)
+    fig = _figure(5.2 * len(slices), 4.6)
     for k, (title, field, (a, b)) in enumerate(slices):
         ax = fig.add_subplot(1, len(slices), k + 1)
         extent = (0, shape[b] * spacing[b], 0, shape[a] * spacing[a])
         im = ax.imshow(field, origin="lower", extent=extent, vmin=lo, vmax=hi, cmap="inferno", aspect="equal")
-        ax.set_xlabel(f"axis {b}")
-        ax.set_ylabel(f"axis {a}")
-        ax.set_title(title or "u")
-        fig.colorbar(im, ax=ax, shrink=0.85, label="u")
-    fig.suptitle(f"heat, step {step}, t = {t:.6g}")
+        ax.set_xlabel(f"x{b} (array axis {b}, length units)")
+        ax.set_ylabel(f"x{a} (array axis {a})")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, shrink=0.85, label="temperature u")
+    fig.suptitle(f"{_run_name(path)}: heat {'x'.join(map(str, shape))}, step {step}, t = {t:.6g}")
     out = os.path.join(out_dir, f"field_{step:09d}.png")
     fig.savefig(out)
     return out
@@ -99,7 +115,8 @@ def read_history(csv_path) -> dict | None:
 
 
 def render_history(csv_path, out_dir) -> str | None:
-    """The diagnostics over time: total heat, min/max and the analytic error."""
+    """The diagnostics over time: total heat (or its relative change, when
+    that is round-off), min/max and the analytic error; or the energies."""
     if not os.path.exists(csv_path):
         return None
     cols = read_history(csv_path)
@@ -108,14 +125,22 @@ def render_history(csv_path, out_dir) -> str | None:
     order = np.argsort(cols["step"], kind="stable")
     cols = {k: v[order] for k, v in cols.items()}
     if "energy" in cols:
-        panels = [("energy", ["kinetic", "potential", "energy"], False),
-                  ("relative energy error", ["energy_error"], True)]
+        panels = [("energy", ["kinetic", "potential", "energy"], False, "energy (simulation units)"),
+                  ("relative energy error", ["energy_error"], True, "|E - E0| / |E0|")]
     else:
-        panels = [("total heat", ["heat"], False), ("range", ["min", "max"], False)]
+        heat = cols["heat"]
+        scale = np.max(np.abs(heat)) or 1.0
+        if np.ptp(heat) <= 1e-9 * scale:          # conserved: show the round-off as what it is
+            cols["heat change"] = (heat - heat[0]) / scale
+            panels = [("total heat: conserved (changes are round-off)", ["heat change"], False,
+                       "relative change of total heat")]
+        else:
+            panels = [("total heat", ["heat"], False, "total heat (integral of u)")]
+        panels.append(("range of the field", ["min", "max"], False, "temperature u"))
     if "err_l2" in cols:
-        panels.append(("error vs analytic", ["err_l2", "err_max"], True))
-    fig = _figure(5 * len(panels), 4)
-    for k, (title, keys, log) in enumerate(panels):
+        panels.append(("error against the analytic solution", ["err_l2", "err_max"], True, "error"))
+    fig = _figure(5 * len(panels), 4.2)
+    for k, (title, keys, log, ylabel) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         for key in keys:
             y = cols[key]
@@ -124,10 +149,13 @@ def render_history(csv_path, out_dir) -> str | None:
                 ax.semilogy(cols["time"][keep], y[keep], label=key)
             else:
                 ax.plot(cols["time"], y, label=key)
-        ax.set_xlabel("time")
+        ax.set_xlabel("time t")
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend()
-    fig.tight_layout()
+    run = os.path.basename(os.path.dirname(os.path.abspath(csv_path)))
+    fig.suptitle(f"{run}: diagnostics, steps {int(cols['step'][0])} to {int(cols['step'][-1])}, "
+                 f"t = {cols['time'][0]:.6g} to {cols['time'][-1]:.6g}")
     out = os.path.join(out_dir, "history.png")
     os.makedirs(out_dir, exist_ok=True)
     fig.savefig(out)

@@ -174,22 +174,69 @@ def _create(f, ds):
     return dset
 
 
-def _write_parallel(path, comm, step, created, attrs, datasets):
-    """Every call in here is collective: a failure on one rank must not even
-    close the file (closing is collective too), so it ends the job at once."""
+def _layout(path, step, nranks, created, attrs, datasets) -> np.ndarray:
+    """Rank 0: the whole file but its raw data (attributes, and contiguous
+    datasets allocated at creation, never filled), through serial HDF5.
+    Returns each dataset's byte offset in the file (-1 for an empty one)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    offsets = np.full(len(datasets), -1, dtype=np.int64)
+    with h5py.File(path, "w") as f:
+        _set_root_attrs(f, step, nranks, created, attrs)
+        for k, ds in enumerate(datasets):
+            dset = f.create_dataset(ds.name, shape=ds.shape, dtype=ds.local.dtype, dcpl=dcpl)
+            for key, value in ds.attrs.items():
+                dset.attrs[key] = value
+            offset = dset.id.get_offset()
+            offsets[k] = -1 if offset is None else offset
+    return offsets
+
+
+def _quiet_bcast(comm, array, poll_seconds=0.0005):
+    """Broadcast ``array`` from rank 0, waiting without spinning (see quiet_barrier)."""
+    request = comm.Ibcast(array, root=0)
+    while not request.Test():
+        time.sleep(poll_seconds)
+
+
+def _write_raw(path, comm, step, offsets, datasets):
+    """Every rank writes its blocks straight into the datasets' bytes with
+    collective MPI-IO on the writer's communicator: mpi4py releases the GIL
+    for the whole transfer (h5py would hold it), so the step loop runs on.
+    Every call here is collective: a failure on one rank must not even close
+    the file, so it ends the job at once."""
+    from mpi4py.util.dtlib import from_numpy_dtype
     try:
-        f = h5py.File(path, "w", driver="mpio", comm=comm)
+        fh = MPI.File.Open(comm, path, MPI.MODE_WRONLY)
         _injected_failure(step, comm.rank, "mid")
-        _set_root_attrs(f, step, comm.size, created, attrs)
-        for ds in datasets:
-            dset = _create(f, ds)
-            quiet_barrier(comm)          # arrive together at each collective write (see write_checkpoint)
-            write_block(dset, ds.where, ds.local, memory=ds.memory)
-        quiet_barrier(comm)
-        f.flush()
+        for ds, offset in zip(datasets, offsets):
+            if offset < 0:
+                continue                 # nothing stored: every rank skips alike
+            local = np.ascontiguousarray(ds.local)
+            block = tuple(s.stop - s.start for s in ds.where) + tuple(ds.shape[len(ds.where):])
+            etype = from_numpy_dtype(local.dtype)
+            types = []
+            if 0 in block:               # an empty block still takes part in the collective
+                fh.Set_view(int(offset), etype, etype)
+                buffer = [local, 0, etype]
+            else:
+                starts = [s.start for s in ds.where] + [0] * (len(ds.shape) - len(ds.where))
+                inner = [0] * local.ndim if ds.memory is None else \
+                    [s.start for s in ds.memory] + [0] * (local.ndim - len(ds.memory))
+                types = [etype.Create_subarray(list(ds.shape), list(block), starts).Commit(),
+                         etype.Create_subarray(list(local.shape), list(block), inner).Commit()]
+                fh.Set_view(int(offset), etype, types[0])
+                buffer = [local, 1, types[1]]
+            quiet_barrier(comm)          # arrive together: the blocking write then waits for no one
+            fh.Write_all(buffer)
+            for t in types + [etype]:
+                t.Free()
+        fh.Sync()                        # every rank's bytes on stable storage before the rename
     except Exception as exc:             # noqa: BLE001
         _fatal_mid_write(comm, step, exc)
-    f.close()
+    fh.Close()
 
 
 def _write_gathered(path, comm, step, created, attrs, datasets):
@@ -272,9 +319,11 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     partial = os.path.join(directory, "." + checkpoint_name(step) + ".part")
     if created is None:
         created = comm.bcast(now_utc(), root=0)
-    # Agree before the first collective HDF5 call: h5py holds the GIL while
-    # HDF5 waits in a collective, so a rank that never arrives (or arrives
-    # late) would freeze every other rank's step loop along with its writer.
+    # Agree before the first collective call: a rank that never arrives would
+    # leave the others waiting in it for good.  Rank 0 then lays the file out
+    # with serial HDF5 (attributes, datasets allocated, their offsets), and
+    # every rank writes its blocks' bytes there with collective MPI-IO, which
+    # releases the GIL for the whole transfer (h5py would hold it).
     problem = None
     try:
         _injected_failure(step, comm.rank)
@@ -285,19 +334,27 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     except Exception as exc:
         problem = exc
     _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it failed on another rank")
-    quiet_barrier(comm)
-    try:
-        if parallel_io(comm):
-            _write_parallel(partial, comm, step, created, attrs, datasets)
-        else:
+    if parallel_io(comm):
+        problem, offsets = None, np.zeros(len(datasets), dtype=np.int64)
+        if comm.rank == 0:
+            try:
+                offsets[:] = _layout(partial, step, comm.size, created, attrs, datasets)
+            except Exception as exc:     # noqa: BLE001 - no collective yet: every rank can be told
+                problem = exc
+        _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: rank 0 could not create it")
+        _quiet_bcast(comm, offsets)
+        _write_raw(partial, comm, step, offsets, datasets)
+    else:
+        quiet_barrier(comm)
+        try:
             global _slow_write_warned
             if comm.size > 1 and comm.rank == 0 and not _slow_write_warned and not h5py.get_config().mpi:
                 emit(sys.stderr, "solver: warning: h5py has no MPI support: checkpoints are gathered "
                                  "through rank 0 (slower)\n")
                 _slow_write_warned = True
             _write_gathered(partial, comm, step, created, attrs, datasets)
-    except Exception as exc:             # noqa: BLE001 - any failure here strands the other ranks
-        _fatal_mid_write(comm, step, exc)
+        except Exception as exc:         # noqa: BLE001 - any failure here strands the other ranks
+            _fatal_mid_write(comm, step, exc)
     _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
     if _test_delay:
         time.sleep(_test_delay)          # tests: widen the window in which a job is killed mid-write
