@@ -71,6 +71,29 @@ def split_boxes(local_shape, width, inner):
     return (tuple(lo), tuple(hi)), boxes
 
 
+INTERIOR_PIECES = 4      # interior sweeps per exchange, with MPI progress driven between them
+PIECE_ROWS = 64          # the thinnest piece worth its recomputed edges
+
+
+def _pieces(box, width):
+    """``box`` ((lo, hi), grow) cut along axis 0 into up to INTERIOR_PIECES
+    boxes, each at least PIECE_ROWS cells and ``width`` thick (a piece's reach must not
+    cross its neighbour to a wall).  The cuts lie among owned cells, so each
+    piece grows across them; pieces recompute a few cells of each other's,
+    the price of letting messages move between them."""
+    (lo, hi), grow = box
+    n = min(INTERIOR_PIECES, (hi[0] - lo[0]) // max(PIECE_ROWS, width, 1))
+    if n <= 1:
+        return [box]
+    cuts = [lo[0] + (hi[0] - lo[0]) * k // n for k in range(n + 1)]
+    pieces = []
+    for k in range(n):
+        piece_lo, piece_hi = (cuts[k],) + tuple(lo[1:]), (cuts[k + 1],) + tuple(hi[1:])
+        piece_grow = (grow[0] if k == 0 else True, grow[1] if k == n - 1 else True) + tuple(grow[2:])
+        pieces.append(((piece_lo, piece_hi), piece_grow))
+    return pieces
+
+
 class HeatModel(Clocked):
     """One rank's block of the temperature field, padded with ``block`` ghost
     layers: one per step taken between halo exchanges."""
@@ -101,7 +124,8 @@ class HeatModel(Clocked):
         self.halo = HaloExchange(self.decomp, np.float64, width=g)
         inner = [[not self.decomp.at_wall(a, side) for side in (0, 1)] for a in range(len(n))]
         interior, border = split_boxes(n, g, inner)
-        self._interior = (interior, self._grow(interior)) if interior else None   # swept while the halo travels
+        # swept while the halo travels, in pieces along axis 0 with MPI progress between them
+        self._interior = _pieces((interior, self._grow(interior)), g) if interior else None
         self._border = [(box, self._grow(box)) for box in border]
         self._inner = tuple(slice(g, k + g) for k in n)
         self._mode = None        # the sine start's shape, kept for the error diagnostic
@@ -180,7 +204,9 @@ class HeatModel(Clocked):
             self.halo.begin(u)
         if self._interior:
             with timed(timers, "compute"):
-                sweep(self._interior)
+                for piece in self._interior:
+                    sweep(piece)
+                    self.halo.progress()
         with timed(timers, "halo"):
             self.halo.finish(u)
         with timed(timers, "compute"):

@@ -73,6 +73,13 @@ class HaloExchange:
         if self._requests:
             MPI.Prequest.Startall(self._requests)
 
+    def progress(self) -> None:
+        """Let MPI move the messages in flight.  Large messages go by
+        rendezvous, which advances only inside MPI calls: without this, a
+        halo waits in finish() for the neighbour's whole interior sweep."""
+        if self._requests:
+            MPI.Request.Testall(self._requests)
+
     def finish(self, padded: np.ndarray) -> None:
         if self._requests:
             MPI.Request.Waitall(self._requests)
