@@ -114,9 +114,10 @@ def read_history(csv_path) -> dict | None:
     return dict(zip(header, np.array(rows).T))
 
 
-def render_history(csv_path, out_dir) -> str | None:
-    """The diagnostics over time: total heat (or its relative change, when
-    that is round-off), min/max and the analytic error; or the energies."""
+def render_history(csv_path, out_dir, volume=1.0) -> str | None:
+    """The diagnostics over time: total heat (or its change, when that is
+    round-off against max|u| x ``volume``), min/max and the analytic error;
+    or the energies."""
     if not os.path.exists(csv_path):
         return None
     cols = read_history(csv_path)
@@ -129,11 +130,11 @@ def render_history(csv_path, out_dir) -> str | None:
                   ("relative energy error", ["energy_error"], True, "|E - E0| / |E0|")]
     else:
         heat = cols["heat"]
-        scale = np.max(np.abs(heat)) or 1.0
-        if np.ptp(heat) <= 1e-9 * scale:          # conserved: show the round-off as what it is
+        scale = max(np.max(np.abs(cols["min"])), np.max(np.abs(cols["max"]))) * volume or 1.0
+        if np.ptp(heat) <= 1e-10 * scale:         # conserved: show the round-off as what it is
             cols["heat change"] = (heat - heat[0]) / scale
             panels = [("total heat: conserved (changes are round-off)", ["heat change"], False,
-                       "relative change of total heat")]
+                       "change of total heat / (max|u| x volume)")]
         else:
             panels = [("total heat", ["heat"], False, "total heat (integral of u)")]
         panels.append(("range of the field", ["min", "max"], False, "temperature u"))
@@ -162,6 +163,14 @@ def render_history(csv_path, out_dir) -> str | None:
     return out
 
 
+def _volume(path) -> float:
+    """The heat domain's volume (1 for n-body), from a checkpoint."""
+    with h5py.File(path, "r") as f:
+        if "heat/u" not in f:
+            return 1.0
+        return float(np.prod(np.asarray(f["heat/u"].attrs["spacing"]) * np.asarray(f["heat/u"].shape)))
+
+
 def plot_run(run_dir, step=None, out_dir=None) -> list[str]:
     found = dict(list_checkpoints(os.path.join(run_dir, "checkpoints")))
     if not found:
@@ -173,7 +182,7 @@ def plot_run(run_dir, step=None, out_dir=None) -> list[str]:
     out_dir = out_dir or os.path.join(run_dir, "plots")
     try:
         written = [render_checkpoint(found[step], out_dir)]
-        history = render_history(os.path.join(run_dir, "diagnostics.csv"), out_dir)
+        history = render_history(os.path.join(run_dir, "diagnostics.csv"), out_dir, _volume(found[step]))
     except ImportError as exc:
         raise ConfigError(str(exc)) from None
     return written + ([history] if history else [])
