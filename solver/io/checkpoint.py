@@ -204,7 +204,8 @@ def _quiet_bcast(comm, array, poll_seconds=0.0005):
 def _write_raw(path, comm, step, offsets, datasets):
     """Every rank writes its blocks straight into the datasets' bytes with
     collective MPI-IO on the writer's communicator: mpi4py releases the GIL
-    for the whole transfer (h5py would hold it), so the step loop runs on.
+    for the whole transfer, and no HDF5 call waits on other ranks (h5py holds
+    the GIL in collective file creation and closing), so the step loop runs on.
     Every call here is collective: a failure on one rank must not even close
     the file, so it ends the job at once."""
     from mpi4py.util.dtlib import from_numpy_dtype
