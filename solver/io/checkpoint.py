@@ -209,6 +209,7 @@ def _write_raw(path, comm, step, offsets, datasets):
     Every call here is collective: a failure on one rank must not even close
     the file, so it ends the job at once."""
     from mpi4py.util.dtlib import from_numpy_dtype
+    fh = None
     try:
         fh = MPI.File.Open(comm, path, MPI.MODE_WRONLY)
         _injected_failure(step, comm.rank, "mid")
@@ -237,7 +238,8 @@ def _write_raw(path, comm, step, offsets, datasets):
         fh.Sync()                        # every rank's bytes on stable storage before the rename
     except Exception as exc:             # noqa: BLE001
         _fatal_mid_write(comm, step, exc)
-    fh.Close()
+    if fh is not None:
+        fh.Close()
 
 
 def _write_gathered(path, comm, step, created, attrs, datasets):
