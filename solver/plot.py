@@ -28,7 +28,8 @@ def _figure(width, height):
 
 def _run_name(path) -> str:
     """The run directory's name, for titles (``RUN/checkpoints/step_N.h5``)."""
-    return os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    from .restart import run_dir_of
+    return os.path.basename(run_dir_of(path))
 
 
 def render_particles(path, out_dir) -> str:
@@ -53,10 +54,10 @@ def render_particles(path, out_dir) -> str:
 
 def _planes_through_extreme(u) -> list[int]:
     """Per axis, the index of the plane through the cell farthest from the
-    field's mean (from a subsample of at most 64 cells per axis): mid-planes
-    can fall on the nodal planes of a mode and show nothing."""
+    field's mean (from a subsample of ``u``, an array or an HDF5 dataset, of
+    about 64 cells per axis): mid-planes can fall on a mode's nodal planes."""
     stride = [max(1, n // 64) for n in u.shape]
-    sample = u[tuple(slice(None, None, k) for k in stride)]
+    sample = np.asarray(u[tuple(slice(None, None, k) for k in stride)])
     where = np.unravel_index(np.argmax(np.abs(sample - sample.mean())), sample.shape)
     return [int(i) * k for i, k in zip(where, stride)]
 
@@ -75,7 +76,7 @@ def render_checkpoint(path, out_dir) -> str:
         if len(shape) == 2:
             slices = [("temperature u", u[...], (0, 1))]
         else:
-            at = _planes_through_extreme(u[...])
+            at = _planes_through_extreme(u)
             slices = [(f"plane x{d} = {centre(d, at[d]):.4g} (cell {at[d]})", u[tuple(at[d] if a == d else slice(None)
                                                                                       for a in range(3))], axes)
                       for d, axes in ((0, (1, 2)), (1, (0, 2)), (2, (0, 1)))]

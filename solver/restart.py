@@ -23,7 +23,7 @@ import sys
 import uuid
 
 from .config import ConfigError, load_settings, parse_override
-from .io.checkpoint import read_checkpoint_info, inspect_checkpoint, list_checkpoints
+from .io.checkpoint import inspect_checkpoint, list_checkpoints, now_utc, read_checkpoint_info
 from .parallel.mpi import emit, root_decides
 
 # keys that define the problem and its start: a restart must not change them
@@ -200,7 +200,7 @@ class OutputDir:
             pass                     # no locking here: the exclusive create still guards new runs
         self._lock = fd
         if rewrite or os.fstat(fd).st_size == 0:
-            text = json.dumps({"run_id": self.run_id, "parent": self.parent, "created": _now(),
+            text = json.dumps({"run_id": self.run_id, "parent": self.parent, "created": now_utc(),
                                "host": socket.gethostname()}) + "\n"
             os.ftruncate(fd, 0)
             os.pwrite(fd, text.encode(), 0)
@@ -222,10 +222,6 @@ def _never_written(path) -> bool:
     if found - {MARKER, "checkpoints"}:
         return False
     return "checkpoints" not in found or not os.listdir(os.path.join(path, "checkpoints"))
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _default_dir(settings) -> str:
@@ -332,8 +328,9 @@ def plan(args, comm, load_config, overrides):
         settings = load_config()
         return settings, claim_output_dir(comm, settings, args.output), None
     settings = load_config() if args.config else None
-    named = args.config or any(parse_override(o)[:2] == ("output", "dir") for o in overrides)
-    hint_dir = args.output or (settings.output.dir if settings else None) or _set_output_dir(overrides)
+    set_dir = _set_output_dir(overrides)
+    named = args.config or set_dir is not None
+    hint_dir = args.output or (settings.output.dir if settings else None) or set_dir
     path = root_decides(comm, resolve_restart_path, args.restart, hint_dir)
     info = inspect_checkpoint(path, comm)
     if settings is None:

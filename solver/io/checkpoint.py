@@ -167,8 +167,8 @@ def _set_root_attrs(f, step, nranks, created, attrs):
         f.attrs[key] = value
 
 
-def _create(f, ds):
-    dset = f.create_dataset(ds.name, shape=ds.shape, dtype=ds.local.dtype)
+def _create(f, ds, dcpl=None):
+    dset = f.create_dataset(ds.name, shape=ds.shape, dtype=ds.local.dtype, dcpl=dcpl)
     for key, value in ds.attrs.items():
         dset.attrs[key] = value
     return dset
@@ -186,10 +186,7 @@ def _layout(path, step, nranks, created, attrs, datasets) -> np.ndarray:
     with h5py.File(path, "w") as f:
         _set_root_attrs(f, step, nranks, created, attrs)
         for k, ds in enumerate(datasets):
-            dset = f.create_dataset(ds.name, shape=ds.shape, dtype=ds.local.dtype, dcpl=dcpl)
-            for key, value in ds.attrs.items():
-                dset.attrs[key] = value
-            offset = dset.id.get_offset()
+            offset = _create(f, ds, dcpl).id.get_offset()
             offsets[k] = -1 if offset is None else offset
     return offsets
 
@@ -326,7 +323,7 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     # leave the others waiting in it for good.  Rank 0 then lays the file out
     # with serial HDF5 (attributes, datasets allocated, their offsets), and
     # every rank writes its blocks' bytes there with collective MPI-IO, which
-    # releases the GIL for the whole transfer (h5py would hold it).
+    # releases the GIL for the whole transfer (see _write_raw).
     problem = None
     try:
         _injected_failure(step, comm.rank)

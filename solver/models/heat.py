@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import MAX_VALUE, ConfigError
 from ..io.checkpoint import Dataset
 from ..parallel.cart import decompose
 from ..parallel.halo import HaloExchange
+from ..parallel.mpi import MPI, all_ranks, check_memory
 from . import initial as ic
 from .clock import Clock, Clocked, check_dt, fit_end, timed
 
@@ -115,7 +116,6 @@ class HeatModel(Clocked):
         self.block = self._steps_per_exchange()
         g = self.block                       # ghost layers: one per step taken between exchanges
         padded = tuple(k + 2 * g for k in n)
-        from ..parallel.mpi import check_memory
         check_memory(self.comm, self.ARRAYS * 8 * math.prod(padded),
                      f"heat {'x'.join(map(str, self.heat.shape))} on {self.comm.size} "
                      f"rank{'s' if self.comm.size > 1 else ''}")
@@ -135,8 +135,6 @@ class HeatModel(Clocked):
     # --- state -------------------------------------------------------------
     def set_initial(self):
         """The starting state: the restart checkpoint's, or the initial condition."""
-        from ..config import MAX_VALUE
-        from ..parallel.mpi import all_ranks
         if self.restart is not None:
             from ..io.checkpoint import read_blocks
             local = read_blocks(self.restart.path, self.comm, [("heat/u", self.decomp.global_slices)])[0]
@@ -154,8 +152,8 @@ class HeatModel(Clocked):
         if not all_ranks(self.comm, usable):
             raise ConfigError(f"{source} holds values that are not finite or exceed {MAX_VALUE:g} in magnitude")
         self.set_local(local)
-        with np.errstate(all="ignore"):
-            heat = self.diagnostics()["heat"]           # collective: the same verdict on every rank
+        with np.errstate(all="ignore"):                 # the diagnostics' total heat, summed the same way
+            heat = self.comm.allreduce(float(np.sum(local)), op=MPI.SUM) * math.prod(self.heat.spacing)
         if not math.isfinite(heat):
             raise ConfigError(f"the total heat of the start overflows ({heat}): heat.extent and the field values "
                               f"together exceed double precision; rescale the problem's units")

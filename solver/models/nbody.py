@@ -14,7 +14,7 @@ import numpy as np
 from ..config import ConfigError
 from ..integrators import INTEGRATORS
 from ..io.checkpoint import Dataset
-from ..parallel.mpi import MPI, all_ranks
+from ..parallel.mpi import MPI, all_ranks, check_memory
 from ..parallel.ring import Blocks
 from . import nbody_initial as ic
 from .clock import Clock, Clocked, check_dt, fit_end, timed
@@ -40,7 +40,6 @@ class NBodyModel(Clocked):
         self.settings, self.nb, self.backend = settings, settings.nbody, backend
         self.comm, self.restart = comm, restart
         self.dtype = np.dtype(self.nb.precision)
-        from ..parallel.mpi import check_memory
         check_memory(comm, self.GLOBAL_ARRAYS * 8 * self.nb.n, f"nbody n={self.nb.n}")
         self.blocks = Blocks(comm, self.nb.n)
         self.eps2 = self.nb.softening ** 2
