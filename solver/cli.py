@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__
-from .config import SCHEMA, ConfigError, load_settings
+from .config import ConfigError
 
 COMMANDS = ("run", "info", "plot", "bench")
 EXIT_NUMERICAL = 4        # the state stopped being finite (or became singular); the last good checkpoint stays
@@ -20,7 +20,7 @@ _state = {"running": False, "output": None}
 
 def _newest_kept() -> str:
     """What a run stopped at once leaves to continue from."""
-    from .io.checkpoint import list_checkpoints
+    from .io.rotation import list_checkpoints
     found = list_checkpoints(os.path.join(_state["output"] or "", "checkpoints"))
     if not found:
         return "no checkpoint had been written"
@@ -97,6 +97,7 @@ def _overrides(args):
 
 def load(args, comm):
     """Settings from the config file named on the command line, or the built-in default."""
+    from .models import load_settings
     if args.config:
         name = os.path.splitext(os.path.basename(args.config))[0]
         return load_settings(_read_config(args.config, comm), args.config, _overrides(args), name)
@@ -122,6 +123,7 @@ def cmd_run(args, comm) -> int:
     from .backends import get_backend
     from .driver import run
     from .io.aio import AsyncHelper
+    from .models import get, make_model
     from .parallel.mpi import agree, log
     from .restart import plan
     from .triggers import EXIT_STOPPED, Triggers
@@ -143,8 +145,9 @@ def cmd_run(args, comm) -> int:
             return 0
         triggers = Triggers(settings.time.wall_limit)
         if comm.rank == 0:               # the status port is bound before anything is written
-            helper = agree(comm, AsyncHelper, output_dir, triggers, settings.output.status_port,
-                           settings.output.snapshots)
+            spec = get(settings.kind)
+            helper = agree(comm, AsyncHelper, output_dir, triggers, spec.xdmf_grid, settings.output.status_port,
+                           spec.picture if settings.output.snapshots else None)
         else:
             agree(comm, lambda: None)
     except (ConfigError, KeyboardInterrupt):
@@ -184,27 +187,6 @@ def cmd_run(args, comm) -> int:
             f"continue with: --restart latest --output {output_dir}")
         return EXIT_STOPPED
     return 0
-
-
-def make_model(settings, comm, backend, restart):
-    """The model the settings ask for (collective)."""
-    if settings.kind == "heat":
-        from .models.heat import HeatModel
-        return HeatModel(settings, comm, backend, restart)
-    from .models.nbody import NBodyModel, resolve_settings
-    from .models.nbody_initial import fixed_count
-    fixed, asked = fixed_count(settings.nbody), settings.nbody.n
-    if restart is None and fixed and asked not in (fixed, SCHEMA["nbody"]["n"]) and comm.rank == 0:
-        sys.stderr.write(f"solver: warning: nbody.n = {asked} is ignored: the {settings.nbody.initial!r} start "
-                         f"has {fixed} bodies\n")
-    initial = None
-    if restart is None and settings.nbody.initial == "file":
-        from .io.checkpoint import read_particles
-        initial = read_particles(settings.nbody.file, comm)
-        settings = resolve_settings(settings, len(initial[2]))
-    else:
-        settings = resolve_settings(settings)
-    return NBodyModel(settings, comm, backend, restart, initial)
 
 
 def cmd_plot(args, comm) -> int:

@@ -241,9 +241,10 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     """Advance ``model`` to its end step (or until asked to stop), writing
     checkpoints on the way; returns a summary.  Collective.  ``lineage``
     (run_id, parent) goes into every checkpoint's attributes."""
-    from .io.writer import CheckpointWriter
     from .io.checkpoint import timings_json
+    from .io.writer import CheckpointWriter
     from .io.xdmf import write_sidecar
+    from .models import get
 
     timers = Timers()
     end = model.end_step
@@ -256,8 +257,10 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     if quiet:
         progress.root = progress.live = False
 
+    xdmf_grid = get(model.kind).xdmf_grid
+
     def after_write(path):                      # rank 0, once the file is in place
-        write_sidecar(path)
+        write_sidecar(path, xdmf_grid)
         if helper is not None:
             helper.checkpoint_written(path)
 

@@ -16,28 +16,19 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import socket
 import sys
 import uuid
 
-from .config import ConfigError, load_settings, parse_override
-from .io.checkpoint import inspect_checkpoint, list_checkpoints, now_utc, read_checkpoint_info
+from .config import ConfigError, parse_override
+from .io.checkpoint import now_utc
+from .io.inputs import check_file, inspect, require
+from .io.rotation import list_checkpoints, run_dir_of
+from .models import get, load_settings
 from .parallel.mpi import emit, root_decides
 
-# keys that define the problem and its start: a restart must not change them
-# (the analytic error and the provenance in later checkpoints depend on them)
-PHYSICS = {
-    "heat": ("shape", "extent", "diffusivity", "boundary", "boundary_value", "initial", "modes", "seed"),
-    "nbody": ("n", "softening", "G", "precision", "initial", "seed", "eccentricity"),
-}
 MARKER = ".solver-run"
-
-
-def run_dir_of(checkpoint_path: str) -> str:
-    """The run directory of ``RUN/checkpoints/step_N.h5``."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint_path)))
 
 
 def newest_checkpoint(directory: str, what: str) -> str:
@@ -77,7 +68,8 @@ def settings_from_checkpoint(info, overrides):
 
 
 def check_compatible(settings, info):
-    """The checkpoint must hold the config's problem with the same physics."""
+    """The checkpoint must hold the config's problem, with the same physics
+    and the datasets that problem's checkpoints hold."""
     problem = info.attrs["problem"]
     if problem != settings.kind:
         raise ConfigError(f"--restart: {info.path} holds a {problem!r} run but problem.kind is {settings.kind!r}")
@@ -85,54 +77,14 @@ def check_compatible(settings, info):
         stored = load_settings(str(info.attrs["config"]), "stored config")
     except ConfigError as exc:
         raise ConfigError(f"--restart: the config stored in {info.path} is not valid ({exc})") from None
-    mine, theirs = getattr(settings, problem), getattr(stored, problem)
-    for key in PHYSICS[problem]:
+    spec = get(problem)
+    mine, theirs = settings.model, getattr(stored, problem)
+    for key in spec.PHYSICS:
         a, b = getattr(mine, key), getattr(theirs, key)
         if a != b:
             raise ConfigError(f"--restart: {problem}.{key} is {_show(a)} in the config but {_show(b)} in {info.path}; "
                               f"a restart cannot change it")
-    if problem == "heat":
-        found = info.shapes.get("heat/u")
-        if found != tuple(settings.heat.shape):
-            raise ConfigError(f"--restart: /heat/u in {info.path} has shape {list(found) if found else 'none'}, "
-                              f"expected {list(settings.heat.shape)} (damaged checkpoint)")
-        if info.dtypes.get("heat/u") != "<f8":
-            raise ConfigError(f"--restart: /heat/u in {info.path} is not float64 (damaged checkpoint)")
-    if problem == "nbody":
-        n, dtype = settings.nbody.n, "<f8" if settings.nbody.precision == "float64" else "<f4"
-        for name, shape in (("position", (n, 3)), ("velocity", (n, 3)), ("mass", (n,))):
-            if info.shapes.get(f"nbody/{name}") != shape or info.dtypes.get(f"nbody/{name}") != dtype:
-                raise ConfigError(f"--restart: /nbody/{name} in {info.path} is not {dtype} of shape {list(shape)} "
-                                  f"(damaged checkpoint)")
-    step, t = info.attrs["step"], info.attrs["time"]
-    if not isinstance(step, int) or step < 0:
-        raise ConfigError(f"--restart: {info.path} has an invalid step attribute {step!r}")
-    if not isinstance(t, (int, float)) or not math.isfinite(t):
-        raise ConfigError(f"--restart: {info.path} has an invalid time attribute {t!r} (damaged checkpoint)")
-    basis = info.attrs.get("time_basis")
-    if basis is not None:
-        try:
-            s0, t0 = (float(v) for v in basis)
-            ok = math.isfinite(t0) and s0 == int(s0) and 0 <= s0 <= step
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"--restart: {info.path} has an invalid time_basis attribute {basis!r} "
-                              f"(damaged checkpoint)")
-    if not isinstance(info.attrs["dt"], (int, float)):
-        raise ConfigError(f"--restart: {info.path} has an invalid dt attribute {info.attrs['dt']!r} "
-                          f"(damaged checkpoint)")
-
-
-def _particle_count(settings, info):
-    """An n-body start that fixes n (figure8, kepler, a file) fixes it on restart too."""
-    if settings.kind != "nbody":
-        return settings
-    from .models.nbody import resolve_settings
-    n = None
-    if settings.nbody.initial == "file" and info.shapes.get("nbody/mass"):
-        n = info.shapes["nbody/mass"][0]
-    return resolve_settings(settings, n)
+    require(info, spec.datasets(settings), "--restart")
 
 
 def _show(v):
@@ -273,7 +225,7 @@ def _claim_continued(directory, info) -> OutputDir:
 
 def _readable(path) -> bool:
     try:
-        read_checkpoint_info(path, "")
+        check_file(path, "")
         return True
     except ConfigError:
         return False
@@ -332,10 +284,10 @@ def plan(args, comm, load_config, overrides):
     named = args.config or set_dir is not None
     hint_dir = args.output or (settings.output.dir if settings else None) or set_dir
     path = root_decides(comm, resolve_restart_path, args.restart, hint_dir)
-    info = inspect_checkpoint(path, comm)
+    info = inspect(path, comm)
     if settings is None:
         settings = settings_from_checkpoint(info, overrides)
-    settings = _particle_count(settings, info)
+    settings = get(settings.kind).for_restart(settings, info)
     check_compatible(settings, info)
     in_run = os.path.basename(os.path.dirname(os.path.abspath(path))) == "checkpoints"
     source_dir = run_dir_of(path) if in_run else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from solver.backends import get_backend
-from solver.config import load_settings
-from solver.models.heat import HeatModel
+from solver.models import load_settings
+from solver.models.heat.model import HeatModel
 
 
 def heat_settings(*overrides):
@@ -37,7 +37,8 @@ def gather_field(model, root=0):
 
 
 def make_nbody(comm, *overrides, backend="numpy"):
-    from solver.models.nbody import NBodyModel, resolve_settings
+    from solver.models.nbody import resolve_settings
+    from solver.models.nbody.model import NBodyModel
     settings = resolve_settings(load_settings("[problem]\nkind = 'nbody'\n", "<test>", list(overrides)))
     model = NBodyModel(settings, comm, get_backend(backend))
     model.set_initial()

@@ -1,7 +1,8 @@
 """Config parsing and validation: defaults, overrides, and one clear error per mistake."""
 import pytest
 
-from solver.config import ConfigError, dump_toml, load_settings, parse_override
+from solver.config import ConfigError, dump_toml, parse_override
+from solver.models import load_settings
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from helpers import gather_field, heat_settings, make_heat, run_to_end
 from solver.config import ConfigError
-from solver.models.heat import HeatModel, split_boxes, stability_limit
+from solver.models.heat.model import HeatModel, split_boxes, stability_limit
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -118,7 +118,7 @@ def test_default_directories_of_runs_started_in_one_second_differ(tmp_path, monk
     import datetime
 
     from solver import restart
-    from solver.config import load_settings
+    from solver.models import load_settings
 
     class Frozen(datetime.datetime):
         @classmethod
@@ -135,9 +135,9 @@ def test_default_directories_of_runs_started_in_one_second_differ(tmp_path, monk
 
 def test_a_directory_in_use_by_a_running_job_is_refused(run300):
     from solver import restart
-    from solver.io.checkpoint import inspect_checkpoint
+    from solver.io.inputs import inspect
     from solver.parallel.mpi import MPI
-    info = inspect_checkpoint(os.path.join(run300, "checkpoints", "step_000000300.h5"), MPI.COMM_SELF)
+    info = inspect(os.path.join(run300, "checkpoints", "step_000000300.h5"), MPI.COMM_SELF)
     held = restart._claim_continued(run300, info)          # this process holds the run's lock
     r = run_solver(["run", "--output", run300, "--restart", "latest", "--set", "time.steps=400"])
     os.close(held._lock)
@@ -158,7 +158,7 @@ def test_diagnostics_follow_the_restart_and_survive_a_cut_line(tmp_path):
 
 
 def test_keep_prunes_only_older_checkpoints_of_the_same_run(tmp_path):
-    from solver.io.checkpoint import prune
+    from solver.io.rotation import prune
 
     d = tmp_path / "checkpoints"
     d.mkdir()

@@ -63,7 +63,7 @@ def test_bitwise_identical_on_any_rank_count(shape, boundary):
 def test_interior_pieces_change_nothing(shape, boundary, monkeypatch):
     """The interior swept in thin pieces (MPI progress between them) gives the
     same bits as in one piece, on any rank count and backend."""
-    from solver.models import heat
+    from solver.models.heat import model as heat
     args = (f"heat.shape={shape}", f"heat.boundary={boundary}", "heat.boundary_value=0.25", "heat.initial=random",
             "time.steps=25")
     monkeypatch.setattr(heat, "PIECE_ROWS", 10 ** 9)

@@ -8,7 +8,8 @@ import pytest
 from mpi4py import MPI
 
 from helpers import gather_field, make_heat
-from solver.io.checkpoint import Dataset, read_blocks, write_checkpoint
+from solver.io.blocks import Dataset, read_blocks
+from solver.io.checkpoint import write_checkpoint
 from solver.io.writer import CheckpointWriter, WriterError
 from solver.parallel.cart import block_range
 

@@ -7,7 +7,8 @@ import pytest
 from mpi4py import MPI
 
 from helpers import gather_field, make_heat, run_to_end
-from solver.io.checkpoint import list_checkpoints, write_checkpoint
+from solver.io.checkpoint import write_checkpoint
+from solver.io.rotation import list_checkpoints
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 

@@ -8,9 +8,11 @@ from mpi4py import MPI
 
 from helpers import make_heat
 from solver.backends import get_backend
-from solver.config import ConfigError, load_settings
+from solver.config import ConfigError
+from solver.models import load_settings
 from solver.driver import run
-from solver.models.nbody import NBodyModel, resolve_settings
+from solver.models.nbody import resolve_settings
+from solver.models.nbody.model import NBodyModel
 from solver.parallel.mpi import agree
 from solver.triggers import Triggers
 

@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from helpers import make_nbody
 from solver.backends import numpy_ as ref
-from solver.models.nbody_initial import FIGURE8_PERIOD, figure8
+from solver.models.nbody.initial import FIGURE8_PERIOD, figure8
 
 pytestmark = pytest.mark.timeout(300)
 SELF = MPI.COMM_SELF

@@ -101,7 +101,7 @@ def test_async_helper_serves_status_and_watches_request_files(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     triggers = Triggers()
-    helper = AsyncHelper(str(tmp_path), triggers, status_port=port, poll_seconds=0.05)
+    helper = AsyncHelper(str(tmp_path), triggers, None, status_port=port, poll_seconds=0.05)
     try:
         helper.status = {"state": "running", "step": 12}
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:

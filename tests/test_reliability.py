@@ -290,7 +290,7 @@ def test_the_status_endpoint_drops_clients_beyond_its_limit(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    helper = AsyncHelper(str(tmp_path), Triggers(), status_port=port)
+    helper = AsyncHelper(str(tmp_path), Triggers(), None, status_port=port)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(AsyncHelper.MAX_CLIENTS)]
     try:
         deadline = time.monotonic() + 30
@@ -334,8 +334,8 @@ def test_nbody_n_that_a_start_ignores_is_said(tmp_path):
 
 
 def test_3d_pictures_cut_through_the_extreme_not_the_nodal_mid_planes():
-    from solver.plot import _planes_through_extreme
+    from solver.models.heat.output import planes_through_extreme
     x = (np.arange(40) + 0.5) / 40
     field = np.sin(np.pi * x)[:, None, None] * np.sin(np.pi * x)[None, :, None] * np.sin(2 * np.pi * x)[None, None, :]
-    at = _planes_through_extreme(field)
+    at = planes_through_extreme(field)
     assert at[:2] == [19, 19] and at[2] in (9, 10, 29, 30)   # not the plane x2 = 1/2, where the mode is zero

@@ -55,8 +55,7 @@ def timed_run(comm, directory, overrides, prepare=None):
     the clock starts.  ``directory`` lies inside a ``scratch_dir``.
     Collective over ``comm``."""
     from ..backends import get_backend
-    from ..cli import make_model
-    from ..config import load_settings
+    from ..models import load_settings, make_model
     from ..driver import run
     from ..triggers import Triggers
     settings = load_settings(None, "<bench>", list(overrides))

@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..config import ConfigError
-from ..io.checkpoint import quiet_barrier
-from ..parallel.mpi import log
+from ..parallel.mpi import log, quiet_barrier
 from . import median_spread, peers, scratch_dir, timed_run
 
 BYTES_PER_CELL = 16
@@ -123,8 +122,7 @@ def _measure(comm, problem, backend, ranks, repeats, seconds, scratch):
 def _peer(problem, backend, steps, repeats, comm):
     """(peer name, rate, spread, note) for the one-rank case, on comm's rank 0."""
     from ..backends import get_backend
-    from ..cli import make_model
-    from ..config import load_settings
+    from ..models import load_settings, make_model
     settings = load_settings(None, "<bench>", problem.overrides(1) + [f"backend.name={backend}"])
     model = make_model(settings, comm, get_backend(backend), None)
     model.set_initial()

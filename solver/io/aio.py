@@ -1,8 +1,9 @@
 """Rank 0's asyncio helpers: I/O that is naturally asynchronous and must not
 block steps, on an event loop in a helper thread.
 
-- after each checkpoint: rewrite the run's XDMF time series, render a PNG
-  snapshot (``output.snapshots``), both off the event loop in worker threads;
+- after each checkpoint: rewrite the run's XDMF time series (the model's
+  ``grid``), render a PNG snapshot (``snapshot(path, out_dir)``, the model's
+  picture, when given), both off the event loop in worker threads;
 - watch the output directory for request files ``STOP`` and ``CHECKPOINT``;
 - an optional JSON status endpoint on http://127.0.0.1:PORT/ (``output.status_port``).
 """
@@ -20,9 +21,9 @@ REQUEST_FILES = {"STOP": "stop", "CHECKPOINT": "checkpoint"}
 
 
 class AsyncHelper:
-    def __init__(self, output_dir, triggers, status_port=0, snapshots=False, poll_seconds=0.5):
-        self.output_dir, self.triggers = output_dir, triggers
-        self.snapshots, self.poll_seconds = snapshots, poll_seconds
+    def __init__(self, output_dir, triggers, grid, status_port=0, snapshot=None, poll_seconds=0.5):
+        self.output_dir, self.triggers, self.grid = output_dir, triggers, grid
+        self.snapshot, self.poll_seconds = snapshot, poll_seconds
         self.status = {"state": "starting"}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="solver-aio", daemon=True)
@@ -58,14 +59,13 @@ class AsyncHelper:
         if self._series_lock is None:
             self._series_lock = asyncio.Lock()
         async with self._series_lock:
-            await asyncio.to_thread(write_time_series, self.output_dir)
-        if self.snapshots:
-            from ..plot import render_checkpoint
+            await asyncio.to_thread(write_time_series, self.output_dir, self.grid)
+        if self.snapshot is not None:
             try:
-                await asyncio.to_thread(render_checkpoint, path, os.path.join(self.output_dir, "snapshots"))
+                await asyncio.to_thread(self.snapshot, path, os.path.join(self.output_dir, "snapshots"))
             except ImportError as exc:
                 sys.stderr.write(f"solver: warning: snapshots need matplotlib ({exc}); pip install .[plot]\n")
-                self.snapshots = False
+                self.snapshot = None
 
     # --- request files --------------------------------------------------------------
     async def _watch_requests(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import traceback
 
 import mpi4py
@@ -16,6 +17,8 @@ import mpi4py
 # The background checkpoint writer calls MPI from its own thread.
 mpi4py.rc.thread_level = "multiple"
 from mpi4py import MPI  # noqa: E402  (initialises MPI)
+
+import numpy as np  # noqa: E402
 
 from ..config import ConfigError  # noqa: E402
 
@@ -165,3 +168,30 @@ def install_abort_hook() -> None:
 
 def library_version() -> str:
     return MPI.Get_library_version().replace("\x00", "").strip().splitlines()[0]
+
+
+# ----------------------------------------------------------------------------
+# waiting without spinning: MPI's blocking waits busy-poll, and a writer
+# thread spinning while rank 0 fsyncs would take the core from the compute
+# it is meant to overlap with
+def _sleep_until_done(request, poll_seconds):
+    while not request.Test():
+        time.sleep(poll_seconds)
+
+
+def quiet_barrier(comm, poll_seconds=0.0005):
+    """A barrier that sleeps while it waits."""
+    _sleep_until_done(comm.Ibarrier(), poll_seconds)
+
+
+def quiet_all_ok(comm, ok: bool, poll_seconds=0.0005) -> bool:
+    """Whether ``ok`` holds on every rank, waiting without spinning."""
+    mine = np.array([1 if ok else 0], dtype=np.int32)
+    every = np.empty_like(mine)
+    _sleep_until_done(comm.Iallreduce(mine, every, op=MPI.MIN), poll_seconds)
+    return bool(every[0])
+
+
+def quiet_bcast(comm, array, poll_seconds=0.0005):
+    """Broadcast ``array`` from rank 0 in place, waiting without spinning."""
+    _sleep_until_done(comm.Ibcast(array, root=0), poll_seconds)

@@ -6,26 +6,17 @@ positions through an Allgather or a systolic ring (parallel/ring.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
-from ..config import ConfigError
-from ..integrators import INTEGRATORS
-from ..io.checkpoint import Dataset
-from ..parallel.mpi import MPI, all_ranks, check_memory
-from ..parallel.ring import Blocks
-from . import nbody_initial as ic
-from .clock import Clock, Clocked, check_dt, fit_end, timed
-
-
-def resolve_settings(settings, n_from_file=None):
-    """Settings with n fixed by the start (figure8: 3, kepler: 2, file: its length)."""
-    n = n_from_file or ic.fixed_count(settings.nbody)
-    if n and n != settings.nbody.n:
-        settings = settings.replace(nbody=dataclasses.replace(settings.nbody, n=n))
-    return settings
+from ...config import ConfigError
+from ...integrators import INTEGRATORS
+from ...io.blocks import Dataset, read_blocks
+from ...parallel.mpi import MPI, all_ranks, check_memory
+from ...parallel.ring import Blocks
+from ..clock import Clock, Clocked, check_dt, fit_end, timed
+from . import initial as ic
 
 
 class NBodyModel(Clocked):
@@ -61,7 +52,6 @@ class NBodyModel(Clocked):
         """Positions, velocities and masses; then the first forces, and dt."""
         s, c = self.blocks.start, self.blocks.count
         if self.restart is not None:
-            from ..io.checkpoint import read_blocks
             where = (slice(s, s + c),)
             x, v, m = read_blocks(self.restart.path, self.comm, [("nbody/position", where),
                                                                  ("nbody/velocity", where), ("nbody/mass", where)])

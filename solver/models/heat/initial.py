@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 
 def cell_centres(heat, offset, local_shape):

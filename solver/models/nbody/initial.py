@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 FIGURE8_PERIOD = 6.32591398
 
@@ -105,3 +105,38 @@ def generate(nbody):
 def fixed_count(nbody):
     """The particle count a start imposes (None: nbody.n decides)."""
     return {"figure8": 3, "kepler": 2}.get(nbody.initial)
+
+
+# what a particle file holds: n bodies, rows in any order when /nbody/id says which is which
+FILE_DATASETS = {"nbody/position": ("n", 3), "nbody/velocity": ("n", 3), "nbody/mass": ("n",)}
+
+
+def _read_particles_serial(path):
+    import h5py
+
+    from ...io.inputs import Want, check_file
+    want = {name: Want(shape) for name, shape in FILE_DATASETS.items()}
+    want["nbody/id"] = Want(("n",), kinds="iu", optional=True)
+    info = check_file(path, "nbody.file", want, ours=False)
+    n = info.sizes["n"]
+    try:
+        with h5py.File(path, "r") as f:
+            pos, vel, mass = (np.asarray(f[k][...], np.float64) for k in FILE_DATASETS)
+            ids = np.asarray(f["nbody/id"][...]) if "nbody/id" in info.shapes else None
+    except OSError as exc:
+        raise ConfigError(f"nbody.file: cannot read {path} as HDF5: {exc}") from None
+    if ids is not None:
+        if not np.array_equal(np.sort(ids), np.arange(n)):
+            raise ConfigError(f"nbody.file: /nbody/id in {path} is not a permutation of 0..{n - 1}")
+        order = np.argsort(ids, kind="stable")
+        pos, vel, mass = pos[order], vel[order], mass[order]
+    return pos, vel, mass
+
+
+def read_particles(path, comm):
+    """(position, velocity, mass) of all particles in id order, on every rank;
+    rank 0 reads and checks the file (ConfigError on every rank if it is bad).
+    Their values are checked by the model that takes them."""
+    from ...parallel.mpi import root_decides
+    return root_decides(comm, _read_particles_serial, path)
+

@@ -7,13 +7,14 @@ import math
 
 import numpy as np
 
-from ..config import MAX_VALUE, ConfigError
-from ..io.checkpoint import Dataset
-from ..parallel.cart import decompose
-from ..parallel.halo import HaloExchange
-from ..parallel.mpi import MPI, all_ranks, check_memory
+from ...config import MAX_VALUE, ConfigError
+from ...io.blocks import Dataset, read_blocks
+from ...io.inputs import Want, inspect
+from ...parallel.cart import decompose
+from ...parallel.halo import HaloExchange
+from ...parallel.mpi import MPI, all_ranks, check_memory
+from ..clock import Clock, Clocked, check_dt, fit_end, timed
 from . import initial as ic
-from .clock import Clock, Clocked, check_dt, fit_end, timed
 
 
 def stability_limit(heat) -> float:
@@ -46,6 +47,13 @@ def resolve_time(settings, restart=None):
                 f"scheme for this grid and diffusivity; use time.dt <= {limit:.6g} or time.dt = 'auto'")
     dt, end = fit_end(t, dt, restart)
     return check_dt(dt, "fitted to time.t_end"), end
+
+
+def read_field(path, comm, shape, where) -> np.ndarray:
+    """This rank's block ``where`` of ``/heat/u`` from a checkpoint file of
+    ``shape`` (a start field), as float64."""
+    inspect(path, comm, "heat.file", {"heat/u": Want(tuple(shape))})
+    return read_blocks(path, comm, [("heat/u", where)])[0].astype(np.float64)
 
 
 def split_boxes(local_shape, width, inner):
@@ -136,13 +144,11 @@ class HeatModel(Clocked):
     def set_initial(self):
         """The starting state: the restart checkpoint's, or the initial condition."""
         if self.restart is not None:
-            from ..io.checkpoint import read_blocks
             local = read_blocks(self.restart.path, self.comm, [("heat/u", self.decomp.global_slices)])[0]
             self.clock.resume(self.restart)
             source = f"--restart: {self.restart.path}"
         elif self.heat.initial == "file":
-            from ..io.checkpoint import read_heat_field
-            local = read_heat_field(self.heat.file, self.comm, self.heat.shape, self.decomp.global_slices)
+            local = read_field(self.heat.file, self.comm, self.heat.shape, self.decomp.global_slices)
             source = f"heat.file: {self.heat.file}"
         else:
             local = ic.heat_initial(self.heat, self.decomp.offset, self.decomp.local_shape)
@@ -247,7 +253,6 @@ class HeatModel(Clocked):
     # --- diagnostics (collective) -------------------------------------------
     def diagnostics(self) -> dict:
         """Global quantities, computed by collectives on every rank."""
-        from ..parallel.mpi import MPI
         u = self.local_field()
         cell_volume = math.prod(self.heat.spacing)
         sums = np.array([u.sum(), 0.0, 0.0])
