@@ -20,6 +20,9 @@ export OMPI_MCA_orte_execute_quiet := 1
 # On SIGTERM mpiexec waits this long, forwards SIGTERM, waits again, then kills:
 # time for every rank to write its final checkpoint.
 export OMPI_MCA_odls_base_sigkill_timeout := 10
+# hwloc inside mpiexec loads any installed OpenCL driver; PoCL then takes
+# SIGUSR1, which mpiexec no longer forwards to the ranks (see README).
+export HWLOC_COMPONENTS ?= -opencl
 export PYTHON VENV
 
 .PHONY: setup run test test-serial test-mpi test-slurm info bench bench-startup bench-io clean

@@ -32,6 +32,14 @@ fi
 if [ -z "${HDF5_DIR:-}" ] && ! pkg-config --exists hdf5-openmpi 2>/dev/null; then
     need_apt+=(libhdf5-openmpi-dev pkg-config)
 fi
+# an OpenCL driver for the opencl backend (PoCL runs the device kernels on the CPU)
+if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        need_apt+=(pocl-opencl-icd ocl-icd-opencl-dev)
+    else
+        say "no OpenCL driver found: the opencl backend and its tests are skipped (install pocl-opencl-icd)"
+    fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing Debian packages: ${need_apt[*]}"

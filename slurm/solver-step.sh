@@ -22,6 +22,7 @@ RUN=$1; shift
 threads=${SLURM_CPUS_PER_TASK:-1}
 export OMP_NUM_THREADS=$threads NUMBA_NUM_THREADS=$threads
 export SOLVER_PROGRESS=plain
+export HWLOC_COMPONENTS=${HWLOC_COMPONENTS:--opencl}   # an OpenCL driver loaded by hwloc takes SIGUSR1 (README)
 read -r -a launcher <<< "${SOLVER_LAUNCHER:-srun --mpi=pmix --cpus-per-task=$threads}"
 
 args=(run "$@" --output "$RUN")

@@ -16,6 +16,9 @@ MPI_ENV = {
     "OMPI_MCA_rmaps_base_oversubscribe": "1",
     "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
     "OMPI_MCA_orte_execute_quiet": "1",
+    # hwloc in mpiexec would load an installed OpenCL driver (PoCL), which
+    # takes SIGUSR1 from Open MPI's forwarding (see README, "Running MPI yourself")
+    "HWLOC_COMPONENTS": "-opencl",
 }
 _INHERITED_MPI = ("OMPI_", "PMIX_", "OPAL_", "PRTE_", "ORTE_", "HYDRA_", "PMI_")
 

@@ -7,7 +7,7 @@ from helpers import make_heat, make_nbody, run_to_end
 from solver.backends import get_backend, numpy_ as ref, status
 
 pytestmark = pytest.mark.timeout(300)
-COMPILED = [name for name in ("cpu",) if status()[name][0]]
+COMPILED = [name for name in ("cpu", "opencl") if status()[name][0]]
 
 
 def test_auto_prefers_a_compiled_backend_when_there_is_one():

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "solver"
 LAYERS = [
     {"config", "__init__"},
     {"parallel"},
-    {"backends", "io", "triggers", "integrators"},
+    {"backends", "kernels", "io", "triggers", "integrators"},
     {"models"},
     {"driver", "restart"},
     {"cli", "bench", "plot", "__main__"},

@@ -38,6 +38,26 @@ def test_restart_is_bitwise_identical_to_a_straight_run(tmp_path, before, after)
     assert np.array_equal(a, b) and ta == tb
 
 
+@pytest.mark.parametrize("first, then, before, after", [("opencl", "numpy", 2, 1), ("cpu", "opencl", 1, 3)])
+def test_restart_across_backends_is_bitwise(tmp_path, first, then, before, after):
+    """A checkpoint written on one backend continues on another, on another rank count, bit for bit."""
+    from solver.backends import status
+    if not (status()[first][0] and status()[then][0]):
+        pytest.skip(f"{first} or {then} is not available here")
+    case = CASE + ["--set", "heat.shape=[19,13,11]", "--set", "heat.extent=1.0", "--set", "heat.modes=1",
+                   "--set", "heat.boundary=dirichlet",
+                   "--set", "heat.boundary_value=0.25"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    _ok(run_solver(case + ["--set", "time.steps=30", "--output", straight, "--backend", "numpy"]))
+    _ok(run_solver(case + ["--set", "time.steps=13", "--output", split, "--backend", first], np=before))
+    r = _ok(run_solver(case + ["--set", "time.steps=30", "--output", split, "--restart", "latest",
+                               "--backend", then], np=after))
+    assert f"backend {then}" in r.stdout
+    a, ta, _ = _final(straight, 30)
+    b, tb, _ = _final(split, 30)
+    assert np.array_equal(a, b) and ta == tb
+
+
 def test_restart_without_config_uses_the_stored_one(tmp_path):
     run = str(tmp_path / "run")
     _ok(run_solver(CASE + ["--set", "time.steps=10", "--output", run]))

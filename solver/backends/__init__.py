@@ -7,6 +7,7 @@
     from_host(array)  the backend's array of those values
     all_finite(array, box)
                       whether every value in a box of an array is finite (one flag back)
+    bind(comm)        optional, collective: pick this rank's device (device backends)
     heat_block(padded_shape)
                       how many FTCS steps the backend likes to take per halo exchange
     heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value)
@@ -46,8 +47,17 @@ def status() -> dict[str, tuple[bool, str]]:
     return out
 
 
-def get_backend(name: str):
-    """The backend module for ``name`` ("auto": the best one available)."""
+def get_backend(name: str, comm=None):
+    """The backend module for ``name`` ("auto": the best one available).
+    With ``comm`` (collective), a device backend also picks this rank's
+    device (``bind``)."""
+    mod = _find(name)
+    if comm is not None and hasattr(mod, "bind"):
+        mod.bind(comm)
+    return mod
+
+
+def _find(name: str):
     if name == "auto":
         for candidate in _PREFERENCE:
             mod = _load(candidate)

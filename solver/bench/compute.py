@@ -124,7 +124,7 @@ def _peer(problem, backend, steps, repeats, comm):
     from ..backends import get_backend
     from ..models import load_settings, make_model
     settings = load_settings(None, "<bench>", problem.overrides(1) + [f"backend.name={backend}"])
-    model = make_model(settings, comm, get_backend(backend), None)
+    model = make_model(settings, comm, get_backend(backend, comm), None)
     model.set_initial()
     try:
         if problem.name == "nbody":

@@ -16,6 +16,9 @@ import mpi4py
 
 # The background checkpoint writer calls MPI from its own thread.
 mpi4py.rc.thread_level = "multiple"
+# hwloc in MPI_Init would load an installed OpenCL driver into every rank
+# (threads and memory for nothing: the opencl backend finds its devices itself)
+os.environ.setdefault("HWLOC_COMPONENTS", "-opencl")
 from mpi4py import MPI  # noqa: E402  (initialises MPI)
 
 import numpy as np  # noqa: E402
@@ -120,6 +123,15 @@ def available_memory() -> int | None:
     except (OSError, ValueError):
         pass
     return min(found) if found else None
+
+
+def node_rank(comm) -> int:
+    """This rank's index among the ranks of ``comm`` on its node (collective):
+    how ranks sharing a node share out its GPUs."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    rank = node.rank
+    node.Free()
+    return rank
 
 
 def check_memory(comm, need: int, what: str) -> None:

@@ -1,0 +1,14 @@
+/* The kernel dialect, as CUDA.  Kernels are compiled with --fmad=false, so
+   a*b + c rounds like the NumPy reference (no fused multiply-add). */
+#define KERNEL extern "C" __global__
+#define DEVICE __device__ static inline
+#define GLOBAL
+#define LOCAL __shared__
+#define RESTRICT __restrict__
+#define BARRIER __syncthreads()
+#define GLOBAL_ID(d) ((long)(d == 0 ? blockIdx.x * blockDim.x + threadIdx.x : \
+                             d == 1 ? blockIdx.y * blockDim.y + threadIdx.y : blockIdx.z * blockDim.z + threadIdx.z))
+#define LOCAL_ID(d) ((int)(d == 0 ? threadIdx.x : d == 1 ? threadIdx.y : threadIdx.z))
+#define GROUP_ID(d) ((long)(d == 0 ? blockIdx.x : d == 1 ? blockIdx.y : blockIdx.z))
+#define LOCAL_SIZE(d) ((int)(d == 0 ? blockDim.x : d == 1 ? blockDim.y : blockDim.z))
+#define SQRT sqrt

@@ -1,0 +1,251 @@
+"""OpenCL backend through PyOpenCL: the device kernels of ``kernels/``
+(the same source the CUDA backend compiles), run on any OpenCL device;
+in CI on PoCL's CPU device.
+
+Arrays stay NumPy arrays on the host in this version: each call copies its
+inputs to the device, runs the kernels and copies the results back, so the
+halo exchange and the checkpoints work unchanged.  Heat on the device is
+bitwise equal to the NumPy reference (``FP_CONTRACT OFF``, the same
+operation order); the n-body kernels sum in the same fixed tiles of global
+ids as every backend and agree with the reference to round-off.
+
+One context per process on the device picked by node-local rank (ranks
+sharing a node spread over its devices), or ``SOLVER_OPENCL_DEVICE``
+(``PLATFORM:DEVICE`` or ``DEVICE`` index).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .numpy_ import all_finite, from_host, to_host, zeros  # noqa: F401  (host arrays)
+
+name = "opencl"
+
+try:
+    import pyopencl as cl
+    _IMPORT_ERROR = None
+except ImportError as exc:          # the backend is optional: pip install .[opencl]
+    cl, _IMPORT_ERROR = None, exc
+
+_state: dict = {}                   # context, queue, device, programs by real type
+
+
+def _devices():
+    found = []
+    for platform in cl.get_platforms():
+        try:
+            found.extend(platform.get_devices())
+        except cl.Error:            # a platform without devices
+            continue
+    return found
+
+
+def available():
+    if cl is None:
+        return False, f"pyopencl is not installed ({_IMPORT_ERROR}); pip install .[opencl]"
+    try:
+        devices = _devices()
+    except cl.Error as exc:
+        return False, f"no OpenCL platform ({exc}); install an OpenCL driver (e.g. Debian's pocl-opencl-icd)"
+    if not devices:
+        return False, "no OpenCL device found"
+    return True, ""
+
+
+def _pick(devices, local_rank):
+    """The device this process uses: SOLVER_OPENCL_DEVICE, else by node-local rank."""
+    spec = os.environ.get("SOLVER_OPENCL_DEVICE", "")
+    if spec:
+        from ..config import ConfigError
+        try:
+            parts = [int(p) for p in spec.split(":")]
+            if len(parts) == 2:
+                return cl.get_platforms()[parts[0]].get_devices()[parts[1]]
+            return devices[parts[0]]
+        except (ValueError, IndexError, cl.Error):
+            raise ConfigError(f"SOLVER_OPENCL_DEVICE={spec}: no such OpenCL device; there are "
+                              f"{len(devices)} (see python -m solver info)") from None
+    return devices[local_rank % len(devices)]
+
+
+def bind(comm):
+    """Choose this rank's device by its rank on the node and create the
+    context (collective; ``get_backend`` calls it when given a communicator)."""
+    from ..parallel.mpi import node_rank
+    _context(node_rank(comm))
+
+
+def _context(local_rank=None):
+    if "queue" not in _state:
+        if local_rank is None:           # not bound through get_backend: the launcher's word, else 0
+            local_rank = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        device = _pick(_devices(), local_rank)
+        if not device.double_fp_config:
+            from ..config import ConfigError
+            raise ConfigError(f"backend.name: the OpenCL device {device.name} has no float64 support")
+        ctx = cl.Context([device])
+        _state.update(device=device, context=ctx, queue=cl.CommandQueue(ctx), programs={})
+    return _state["context"], _state["queue"]
+
+
+class _Kernels:
+    """The kernels compiled for one ``real`` type, each retrieved once."""
+
+    def __init__(self, program):
+        self._program, self._found = program, {}
+
+    def __getattr__(self, kernel):
+        if kernel.startswith("_"):
+            raise AttributeError(kernel)
+        if kernel not in self._found:
+            self._found[kernel] = cl.Kernel(self._program, kernel)
+        return self._found[kernel]
+
+
+def _program(real="double"):
+    """The kernels compiled for ``real`` (once per process), and the queue."""
+    ctx, queue = _context()
+    if real not in _state["programs"]:
+        from .. import kernels
+        _state["programs"][real] = _Kernels(cl.Program(ctx, kernels.source("opencl", real)).build())
+    return _state["programs"][real], queue
+
+
+def describe() -> str:
+    _context()
+    d = _state["device"]
+    return f"{d.name.strip()} ({d.platform.name.strip()}, {d.global_mem_size / 2**30:.1f} GiB)"
+
+
+# ----------------------------------------------------------------------------
+# heat
+def heat_block(padded_shape) -> int:
+    """Steps per halo exchange: one kernel launch per step and level, so
+    fusing buys fewer messages, not less memory traffic; two."""
+    return 2
+
+
+def _round_up(n, k):
+    return -(-n // k) * k
+
+
+def _launch_box(kernel, queue, lo, hi, *args):
+    """``kernel`` over the box [lo, hi), the contiguous axis first in the NDRange."""
+    sizes = [h - l for l, h in zip(lo, hi)][::-1]
+    local = [min(64, _round_up(sizes[0], 8))] + [1] * (len(sizes) - 1)
+    kernel(queue, [_round_up(s, g) for s, g in zip(sizes, local)], local, *args)
+
+
+def _walls(prg, queue, buf, shape, lo, hi, grow, dirichlet, value):
+    """Ghost layers beyond the wall sides of the box [lo, hi), axis by axis
+    (the same cells and order as the reference)."""
+    ndim = len(shape)
+    strides = [int(np.prod(shape[a + 1:])) for a in range(ndim)]
+    for a in range(ndim):
+        others = [b for b in range(ndim) if b != a]
+        for side in (0, 1):
+            if grow[2 * a + side]:
+                continue
+            ghost = lo[a] - 1 if side == 0 else hi[a]
+            start = ghost * strides[a] + sum(lo[b] * strides[b] for b in others)
+            counts = [hi[b] - lo[b] for b in others]
+            if min(counts) <= 0:
+                continue
+            sa, ca = (strides[others[0]], counts[0]) if ndim == 3 else (0, 1)
+            sb, cb = strides[others[-1]], counts[-1]
+            toward = strides[a] if side == 0 else -strides[a]
+            local = (min(64, _round_up(cb, 8)), 1)
+            prg.heat_wall(queue, (_round_up(cb, local[0]), ca), local, buf, np.int64(start), np.int64(sa),
+                          np.int64(ca), np.int64(sb), np.int64(cb), np.int64(toward), np.int32(dirichlet),
+                          np.float64(value))
+
+
+def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
+    """Same contract as numpy_.heat_fused, one kernel launch per level."""
+    ndim = len(lo)
+    if any(h <= l for l, h in zip(lo, hi)):
+        return
+    prg, queue = _program("double")
+    ctx = _state["context"]
+    mf = cl.mem_flags
+    shape = src.shape
+    bufs = [cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(src))]
+    bufs.append(cl.Buffer(ctx, mf.READ_WRITE, src.nbytes))
+    if steps > 1:
+        bufs.append(cl.Buffer(ctx, mf.READ_WRITE, src.nbytes))
+    c = [np.float64(x) for x in coeffs]
+    cur = 0
+    for s in range(1, steps + 1):
+        e = steps - s
+        blo = [lo[a] - (e if grow[2 * a] else 0) for a in range(ndim)]
+        bhi = [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(ndim)]
+        _walls(prg, queue, bufs[cur], shape, blo, bhi, grow, wall == "dirichlet", value)
+        out = 2 if cur == 1 else 1                 # ping-pong between dst and the scratch level
+        if ndim == 2:
+            _launch_box(prg.heat_step_2d, queue, blo, bhi, bufs[cur], bufs[out], np.int64(shape[1]),
+                        *map(np.int64, blo), *map(np.int64, bhi), *c)
+        else:
+            _launch_box(prg.heat_step_3d, queue, blo, bhi, bufs[cur], bufs[out], np.int64(shape[1]),
+                        np.int64(shape[2]), *map(np.int64, blo), *map(np.int64, bhi), *c)
+        cur = out
+    result = np.empty_like(src)
+    cl.enqueue_copy(queue, result, bufs[cur])
+    box = tuple(slice(l, h) for l, h in zip(lo, hi))
+    dst[box] = result[box]
+
+
+# ----------------------------------------------------------------------------
+# n-body
+def _nbody_inputs(xi, xj, mj):
+    real = "float" if xi.dtype == np.float32 else "double"
+    dtype = np.float32 if real == "float" else np.float64
+    prg, queue = _program(real)
+    ctx = _state["context"]
+    mf = cl.mem_flags
+
+    def put(a):
+        a = np.ascontiguousarray(a, dtype=dtype)
+        return cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a if a.size else np.zeros(1, dtype))
+    return prg, queue, ctx, dtype, put(xi), put(xj), put(mj)
+
+
+def _groups(n):
+    from .. import kernels
+    tile = kernels.CONSTANTS["TILE"]
+    return (_round_up(max(n, 1), tile),), (tile,)
+
+
+def nbody_accel(xi, xj, mj, j0, eps2, G, out, i0=None):
+    """Same contract as numpy_.nbody_accel."""
+    if len(xi) == 0 or len(xj) == 0:
+        return 0
+    prg, queue, ctx, dtype, bx, bj, bm = _nbody_inputs(xi, xj, mj)
+    acc = np.zeros((len(xi), 3), dtype)
+    mf = cl.mem_flags
+    bout = cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=acc)
+    bbad = cl.Buffer(ctx, mf.READ_WRITE, 4 * len(xi))
+    first = -(2 ** 62) if i0 is None else i0           # disjoint ids: no self-pairs
+    prg.nbody_accel(queue, *_groups(len(xi)), bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0),
+                    np.int64(first), dtype(eps2), dtype(G), bout, bbad)
+    bad = np.empty(len(xi), np.int32)
+    cl.enqueue_copy(queue, acc, bout)
+    cl.enqueue_copy(queue, bad, bbad)
+    with np.errstate(over="ignore", invalid="ignore"):       # an overflow is caught by the model's checks
+        out += acc.astype(out.dtype, copy=False)
+    return int(bad.sum())
+
+
+def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
+    """Same contract as numpy_.nbody_potential."""
+    phi = np.zeros(len(xi), dtype=np.float64)
+    if len(xi) == 0 or len(xj) == 0:
+        return phi
+    prg, queue, ctx, dtype, bx, bj, bm = _nbody_inputs(xi, xj, mj)
+    mf = cl.mem_flags
+    bphi = cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=phi)
+    prg.nbody_potential(queue, *_groups(len(xi)), bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0),
+                        np.int64(i0), dtype(eps2), dtype(G), bphi)
+    cl.enqueue_copy(queue, phi, bphi)
+    return phi

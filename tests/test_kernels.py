@@ -1,0 +1,90 @@
+"""The device kernels of kernels/: one source, compiled by nvcc for NVIDIA
+GPUs (the cuda backend's compile path) and run by OpenCL (in CI on PoCL)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from solver import kernels
+from solver.backends import cuda, status
+
+pytestmark = pytest.mark.timeout(600)
+needs_nvcc = pytest.mark.skipif(cuda.nvcc() is None, reason="nvcc is not on PATH")
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", cuda.ARCHS)
+@pytest.mark.parametrize("real", ["double", "float"])
+@pytest.mark.parametrize("family", kernels.FAMILIES)
+def test_nvcc_compiles_every_kernel_without_warnings(family, real, arch):
+    cubin = cuda.compile_cubin(kernels.source("cuda", real, (family,)), arch)
+    assert cubin[:4] == b"\x7fELF"
+
+
+@needs_nvcc
+def test_nvcc_failure_is_reported_with_its_messages():
+    bad = kernels.source("cuda", "double", ("heat",)) + "KERNEL void broken(GLOBAL real* u) { u[0] = undefined; }\n"
+    with pytest.raises(cuda.CompileError, match="undefined"):
+        cuda.compile_cubin(bad, "sm_90")
+
+
+def test_nvcc_unused_variable_is_an_error():
+    """Warnings are errors: a kernel that compiles with a warning fails CI."""
+    if cuda.nvcc() is None:
+        pytest.skip("nvcc is not on PATH")
+    warn = kernels.source("cuda", "double", ("heat",)) + "KERNEL void warns(GLOBAL real* u) { int unused; u[0] = 1; }\n"
+    with pytest.raises(cuda.CompileError):
+        cuda.compile_cubin(warn, "sm_90")
+
+
+def test_the_cuda_backend_says_why_it_cannot_run():
+    ok, why = status()["cuda"]
+    assert not ok and why
+
+
+def test_an_unknown_dialect_or_type_is_refused():
+    with pytest.raises(ValueError, match="dialect"):
+        kernels.source("metal")
+    with pytest.raises(ValueError, match="real"):
+        kernels.source("opencl", "half")
+
+
+@pytest.mark.skipif(not status()["opencl"][0], reason="no OpenCL device")
+def test_box_stats_reduces_on_the_device():
+    """Sum, min, max and the non-finite count of a box, per work group."""
+    import pyopencl as cl
+
+    from solver.backends import opencl
+    prg, queue = opencl._program("double")
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(9, 21, 13))
+    u[4, 7, 5] = np.nan
+    lo, hi = (1, 2, 3), (8, 19, 12)
+    m = [h - l for l, h in zip(lo, hi)]
+    count = int(np.prod(m))
+    group = kernels.CONSTANTS["GROUP"]
+    groups = -(-count // group)
+    ctx = opencl._state["context"]
+    bu = cl.Buffer(ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=u)
+    partial = np.empty((groups, 4))
+    bp = cl.Buffer(ctx, cl.mem_flags.WRITE_ONLY, partial.nbytes)
+    prg.box_stats(queue, (groups * group,), (group,), bu, np.int64(21), np.int64(13), *map(np.int64, lo),
+                  np.int64(m[1]), np.int64(m[2]), np.int64(count), bp)
+    cl.enqueue_copy(queue, partial, bp)
+    box = u[1:8, 2:19, 3:12]
+    finite = box[np.isfinite(box)]
+    assert partial[:, 3].sum() == 1
+    assert np.nanmin(partial[:, 1]) == finite.min() and np.nanmax(partial[:, 2]) == finite.max()
+
+
+@pytest.mark.skipif(not status()["opencl"][0], reason="no OpenCL device")
+def test_float32_forces_on_the_device_agree_within_1e_5():
+    from solver.backends import numpy_ as ref
+    from solver.backends import opencl
+    rng = np.random.default_rng(5)
+    x, m = rng.normal(size=(600, 3)).astype(np.float32), rng.uniform(0.1, 1.0, 600).astype(np.float32)
+    a = np.zeros((600, 3), np.float32)
+    b = np.zeros((600, 3))
+    assert opencl.nbody_accel(x, x, m, 0, 1e-4, 1.0, a, i0=0) == 0
+    ref.nbody_accel(x.astype(np.float64), x.astype(np.float64), m.astype(np.float64), 0, 1e-4, 1.0, b, i0=0)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
