@@ -6,8 +6,8 @@
 #define LOCAL __shared__
 #define RESTRICT __restrict__
 #define BARRIER __syncthreads()
-#define GLOBAL_ID(d) ((long)(d == 0 ? blockIdx.x * blockDim.x + threadIdx.x : \
-                             d == 1 ? blockIdx.y * blockDim.y + threadIdx.y : blockIdx.z * blockDim.z + threadIdx.z))
+#define GLOBAL_ID(d) (d == 0 ? (long)blockIdx.x * blockDim.x + threadIdx.x : \
+                      d == 1 ? (long)blockIdx.y * blockDim.y + threadIdx.y : (long)blockIdx.z * blockDim.z + threadIdx.z)
 #define LOCAL_ID(d) ((int)(d == 0 ? threadIdx.x : d == 1 ? threadIdx.y : threadIdx.z))
 #define GROUP_ID(d) ((long)(d == 0 ? blockIdx.x : d == 1 ? blockIdx.y : blockIdx.z))
 #define LOCAL_SIZE(d) ((int)(d == 0 ? blockDim.x : d == 1 ? blockDim.y : blockDim.z))

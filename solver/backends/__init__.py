@@ -7,6 +7,10 @@
     from_host(array)  the backend's array of those values
     all_finite(array, box)
                       whether every value in a box of an array is finite (one flag back)
+    box_stats(array, box), box_error(array, box, mode, factor, background)
+                      the heat diagnostics' sums, a few numbers back
+    pack(array, where, out), unpack(buf, array, where)
+                      a halo region to and from a contiguous host buffer
     bind(comm)        optional, collective: pick this rank's device (device backends)
     heat_block(padded_shape)
                       how many FTCS steps the backend likes to take per halo exchange
@@ -16,7 +20,8 @@
     nbody_potential(xi, xj, mj, j0, i0, eps2, G)
                       softened gravity of a block of sources on a block of targets
 
-Models call these, never NumPy or a GPU library directly for their kernels.
+Models and the halo exchange call these, never NumPy or a GPU library
+directly on a backend array: a device backend keeps its arrays on the device.
 """
 from __future__ import annotations
 

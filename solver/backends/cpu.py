@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .numpy_ import TILE, all_finite, from_host, to_host, zeros  # noqa: F401  (same host arrays)
+from .numpy_ import TILE, all_finite, box_error, box_stats, from_host, pack, to_host, unpack, zeros  # noqa: F401  (host arrays)
 
 name = "cpu"
 

@@ -1,31 +1,57 @@
-"""CUDA backend: the device kernels of ``kernels/`` compiled by nvcc.
+"""CUDA backend through PyCUDA: the device kernels of ``kernels/``, the
+same source the ``opencl`` backend runs (and CI runs on PoCL), compiled by
+nvcc with ``--fmad=false`` so that the device rounds like the NumPy
+reference, and with warnings as errors.
 
-In this version the backend compiles every kernel for NVIDIA GPUs (the
-same source the ``opencl`` backend runs, so CI checks both) but does not
-run them yet: running needs PyCUDA, a driver and a device, and is reported
-as not available.  Kernels are compiled with ``--fmad=false`` so that the
-device rounds like the NumPy reference, and with warnings as errors.
+The design is the ``opencl`` backend's: heat state stays on the device
+(``DeviceArray``), halo regions travel by 3-D memory copies to host buffers
+and MPI, kernels are queued on the default stream while the host drives
+MPI, and reductions bring back a few numbers; n-body state stays on the
+host.  One context per rank, the primary context of the device picked by
+node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies;
+``SOLVER_CUDA_DEVICE`` overrides), never ``pycuda.autoinit``; it is popped
+at exit.  Without a driver or a device the backend says why and is not
+used.  Its kernels run the code paths the ``opencl`` backend runs in CI,
+but this module itself has not yet run on a GPU.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import tempfile
 
+import numpy as np
+
 name = "cuda"
 ARCHS = ("sm_80", "sm_90")                  # A100, H100/H200
 OPTIONS = ("--fmad=false", "-Werror", "all-warnings")
+_state: dict = {}
+
+
+def _driver():
+    import pycuda.driver as drv
+    return drv
 
 
 def available():
     try:
-        import pycuda  # noqa: F401
+        drv = _driver()
     except ImportError as exc:
         return False, f"pycuda is not installed ({exc}); pip install .[cuda]"
-    return False, "running kernels on CUDA devices is not part of this version (they are compiled and tested)"
+    try:
+        drv.init()
+        count = drv.Device.count()
+    except drv.Error as exc:
+        return False, f"no usable CUDA driver ({exc})"
+    if count == 0:
+        return False, "no CUDA device is visible (CUDA_VISIBLE_DEVICES?)"
+    return True, ""
 
 
+# ----------------------------------------------------------------------------
+# compiling
 def nvcc() -> str | None:
     """The nvcc to use: on PATH, else under CUDA_HOME or CUDA_PATH."""
     found = shutil.which("nvcc")
@@ -43,7 +69,8 @@ class CompileError(RuntimeError):
 
 
 def compile_cubin(source: str, arch: str = "sm_90") -> bytes:
-    """The cubin of ``source`` (a whole program from ``kernels.source``) for ``arch``."""
+    """The cubin of ``source`` (a whole program from ``kernels.source``) for
+    ``arch``, by nvcc with this backend's options."""
     compiler = nvcc()
     if compiler is None:
         raise CompileError("nvcc not found: put the CUDA toolkit's bin on PATH or set CUDA_HOME "
@@ -58,3 +85,293 @@ def compile_cubin(source: str, arch: str = "sm_90") -> bytes:
             raise CompileError(f"nvcc -arch={arch} failed:\n{done.stdout}{done.stderr}")
         with open(out, "rb") as fh:
             return fh.read()
+
+
+def _arch(device) -> str:
+    major, minor = device.compute_capability()
+    return f"sm_{major}{minor}"
+
+
+# ----------------------------------------------------------------------------
+# the context
+def bind(comm):
+    """Pick this rank's device by its rank on the node (collective)."""
+    from ..parallel.mpi import node_rank
+    _context(node_rank(comm))
+
+
+def _context(local_rank=None):
+    if "device" not in _state:
+        drv = _driver()
+        drv.init()
+        count = drv.Device.count()
+        spec = os.environ.get("SOLVER_CUDA_DEVICE", "")
+        if local_rank is None:
+            local_rank = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        try:
+            index = int(spec) if spec else local_rank % count
+            device = drv.Device(index)
+        except (ValueError, drv.Error):
+            from ..config import ConfigError
+            raise ConfigError(f"SOLVER_CUDA_DEVICE={spec}: no such CUDA device; {count} are visible") from None
+        context = device.retain_primary_context()
+        context.push()
+        atexit.register(_release)
+        _state.update(device=device, context=context, modules={})
+    return _state["device"]
+
+
+def _release():
+    context = _state.pop("context", None)
+    if context is not None:
+        try:
+            _driver().Context.pop()
+        except Exception:            # noqa: BLE001 - at exit, the driver may already be gone
+            pass
+
+
+def describe() -> str:
+    device = _context()
+    return f"{device.name()} ({_arch(device)}, {device.total_memory() / 2**30:.1f} GiB)"
+
+
+class _Kernels:
+    """The kernels compiled for one ``real`` type (PyCUDA caches the cubin on disk)."""
+
+    def __init__(self, real):
+        from pycuda.compiler import SourceModule
+
+        from .. import kernels
+        device = _context()
+        self._module = SourceModule(kernels.source("cuda", real), options=["--fmad=false"], no_extern_c=True,
+                                    arch=_arch(device))
+        self._found = {}
+
+    def __getattr__(self, kernel):
+        if kernel.startswith("_"):
+            raise AttributeError(kernel)
+        if kernel not in self._found:
+            self._found[kernel] = self._module.get_function(kernel)
+        return self._found[kernel]
+
+
+def _program(real="double"):
+    _context()
+    if real not in _state["modules"]:
+        _state["modules"][real] = _Kernels(real)
+    return _state["modules"][real]
+
+
+# ----------------------------------------------------------------------------
+# arrays on the device
+class DeviceArray:
+    """A C-ordered array in device memory: what ``zeros`` and ``from_host`` return."""
+
+    def __init__(self, shape, dtype=np.float64):
+        _context()
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        self.size = int(np.prod(self.shape))
+        self.nbytes = self.size * self.dtype.itemsize
+        self.buffer = _driver().mem_alloc(max(self.nbytes, self.dtype.itemsize))
+
+
+def zeros(shape, dtype=np.float64) -> DeviceArray:
+    out = DeviceArray(shape, dtype)
+    _driver().memset_d8(out.buffer, 0, max(out.nbytes, 1))
+    return out
+
+
+def from_host(array) -> DeviceArray:
+    array = np.ascontiguousarray(array)
+    out = DeviceArray(array.shape, array.dtype)
+    if array.size:
+        _driver().memcpy_htod(out.buffer, array)
+    return out
+
+
+def to_host(array) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array
+    out = np.empty(array.shape, array.dtype)
+    if out.size:
+        _driver().memcpy_dtoh(out, array.buffer)       # waits for the kernels before it
+    return out
+
+
+def _copy3d(array, where, host, to_device):
+    """One 3-D copy between the box ``where`` of ``array`` and a contiguous host buffer."""
+    drv = _driver()
+    item = array.dtype.itemsize
+    shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
+    where = (slice(0, 1),) * (3 - len(where)) + tuple(where)
+    sizes = [s.stop - s.start for s in where]
+    copy = drv.Memcpy3D()
+    if to_device:
+        copy.set_src_host(host)
+        copy.src_pitch, copy.src_height = sizes[2] * item, sizes[1]
+        copy.set_dst_device(array.buffer)
+        copy.dst_x_in_bytes, copy.dst_y, copy.dst_z = where[2].start * item, where[1].start, where[0].start
+        copy.dst_pitch, copy.dst_height = shape[2] * item, shape[1]
+    else:
+        copy.set_src_device(array.buffer)
+        copy.src_x_in_bytes, copy.src_y, copy.src_z = where[2].start * item, where[1].start, where[0].start
+        copy.src_pitch, copy.src_height = shape[2] * item, shape[1]
+        copy.set_dst_host(host)
+        copy.dst_pitch, copy.dst_height = sizes[2] * item, sizes[1]
+    copy.width_in_bytes, copy.height, copy.depth = sizes[2] * item, sizes[1], sizes[0]
+    copy()
+
+
+def pack(array, where, out):
+    """``out`` = ``array[where]`` (device -> host; waits for the kernels before it)."""
+    _copy3d(array, where, out, to_device=False)
+
+
+def unpack(buf, array, where):
+    """``array[where]`` = ``buf`` (host -> device)."""
+    _copy3d(array, where, buf, to_device=True)
+
+
+# ----------------------------------------------------------------------------
+# reductions
+def _reduce(kernel, array, box, width, *extra):
+    from .. import kernels
+    drv = _driver()
+    group = kernels.CONSTANTS["GROUP"]
+    shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
+    box = (slice(0, 1),) * (3 - len(box)) + tuple(box)
+    m = [s.stop - s.start for s in box]
+    count = int(np.prod(m))
+    groups = max(1, -(-count // group))
+    partial = np.empty((groups, width))
+    args = [np.int64(shape[1]), np.int64(shape[2])] + [np.int64(s.start) for s in box] + \
+        [np.int64(m[1]), np.int64(m[2]), np.int64(count)]
+    getattr(_program("double"), kernel)(array.buffer, *args, *extra, drv.Out(partial),
+                                        block=(group, 1, 1), grid=(groups, 1))
+    return partial
+
+
+def box_stats(array, box):
+    """Same contract as numpy_.box_stats."""
+    partial = _reduce("box_stats", array, box, 4)
+    if partial[:, 3].any():
+        return float("nan"), float("nan"), float("nan")
+    return float(partial[:, 0].sum()), float(partial[:, 1].min()), float(partial[:, 2].max())
+
+
+def all_finite(array, box) -> bool:
+    """Same contract as numpy_.all_finite."""
+    return not _reduce("box_stats", array, box, 4)[:, 3].any()
+
+
+def box_error(array, box, mode, factor, background):
+    """Same contract as numpy_.box_error (``mode`` a device array of the box's shape)."""
+    partial = _reduce("box_error", array, box, 2, mode.buffer, np.float64(factor), np.float64(background))
+    return float(partial[:, 0].sum()), float(partial[:, 1].max())
+
+
+# ----------------------------------------------------------------------------
+# heat
+def heat_block(padded_shape) -> int:
+    """Steps per halo exchange: each level is one kernel launch over the
+    whole box (no reuse from cache), so fusing saves messages only; two."""
+    return 2
+
+
+def _launch_box(kernel, lo, hi, *args):
+    sizes = [h - l for l, h in zip(lo, hi)][::-1] + [1] * (3 - len(lo))
+    block = (min(128, sizes[0]), 1, 1)
+    grid = (-(-sizes[0] // block[0]), sizes[1], sizes[2])
+    kernel(*args, block=block, grid=grid)
+
+
+def _walls(prg, buf, shape, lo, hi, grow, dirichlet, value):
+    ndim = len(shape)
+    strides = [int(np.prod(shape[a + 1:])) for a in range(ndim)]
+    for a in range(ndim):
+        others = [b for b in range(ndim) if b != a]
+        for side in (0, 1):
+            if grow[2 * a + side]:
+                continue
+            ghost = lo[a] - 1 if side == 0 else hi[a]
+            start = ghost * strides[a] + sum(lo[b] * strides[b] for b in others)
+            counts = [hi[b] - lo[b] for b in others]
+            if min(counts) <= 0:
+                continue
+            sa, ca = (strides[others[0]], counts[0]) if ndim == 3 else (0, 1)
+            sb, cb = strides[others[-1]], counts[-1]
+            toward = strides[a] if side == 0 else -strides[a]
+            block = (min(128, cb), 1, 1)
+            prg.heat_wall(buf, np.int64(start), np.int64(sa), np.int64(ca), np.int64(sb), np.int64(cb),
+                          np.int64(toward), np.int32(dirichlet), np.float64(value),
+                          block=block, grid=(-(-cb // block[0]), ca))
+
+
+_levels: dict = {}
+
+
+def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
+    """Same contract as numpy_.heat_fused (see the opencl backend: the same
+    launches, intermediate levels in two scratch blocks)."""
+    ndim = len(lo)
+    if any(h <= l for l, h in zip(lo, hi)):
+        return
+    prg = _program("double")
+    shape = src.shape
+    if steps > 1 and shape not in _levels:
+        if len(_levels) > 4:
+            _levels.clear()
+        _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
+    c = [np.float64(x) for x in coeffs]
+    cur = src
+    for s in range(1, steps + 1):
+        e = steps - s
+        blo = [lo[a] - (e if grow[2 * a] else 0) for a in range(ndim)]
+        bhi = [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(ndim)]
+        _walls(prg, cur.buffer, shape, blo, bhi, grow, wall == "dirichlet", value)
+        out = dst if s == steps else _levels[shape][s % 2]
+        box = [*map(np.int64, blo), *map(np.int64, bhi)]
+        strides = [np.int64(n) for n in shape[1:]]
+        kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
+        _launch_box(kernel, blo, bhi, cur.buffer, out.buffer, *strides, *box, *c)
+        cur = out
+
+
+# ----------------------------------------------------------------------------
+# n-body: state on the host, copied in and out per call
+def nbody_accel(xi, xj, mj, j0, eps2, G, out, i0=None):
+    """Same contract as numpy_.nbody_accel."""
+    if len(xi) == 0 or len(xj) == 0:
+        return 0
+    from .. import kernels
+    drv = _driver()
+    real = "float" if xi.dtype == np.float32 else "double"
+    dtype = np.float32 if real == "float" else np.float64
+    tile = kernels.CONSTANTS["TILE"]
+    acc = np.zeros((len(xi), 3), dtype)
+    bad = np.zeros(len(xi), np.int32)
+    first = -(2 ** 62) if i0 is None else i0
+    _program(real).nbody_accel(drv.In(np.ascontiguousarray(xi, dtype)), np.int64(len(xi)),
+                               drv.In(np.ascontiguousarray(xj, dtype)), drv.In(np.ascontiguousarray(mj, dtype)),
+                               np.int64(len(xj)), np.int64(j0), np.int64(first), dtype(eps2), dtype(G),
+                               drv.InOut(acc), drv.Out(bad), block=(tile, 1, 1), grid=(-(-len(xi) // tile), 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out += acc.astype(out.dtype, copy=False)
+    return int(bad.sum())
+
+
+def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
+    """Same contract as numpy_.nbody_potential."""
+    phi = np.zeros(len(xi), dtype=np.float64)
+    if len(xi) == 0 or len(xj) == 0:
+        return phi
+    from .. import kernels
+    drv = _driver()
+    real = "float" if xi.dtype == np.float32 else "double"
+    dtype = np.float32 if real == "float" else np.float64
+    tile = kernels.CONSTANTS["TILE"]
+    _program(real).nbody_potential(drv.In(np.ascontiguousarray(xi, dtype)), np.int64(len(xi)),
+                                   drv.In(np.ascontiguousarray(xj, dtype)), drv.In(np.ascontiguousarray(mj, dtype)),
+                                   np.int64(len(xj)), np.int64(j0), np.int64(i0), dtype(eps2), dtype(G),
+                                   drv.InOut(phi), block=(tile, 1, 1), grid=(-(-len(xi) // tile), 1))
+    return phi

@@ -33,6 +33,31 @@ def all_finite(array, box) -> bool:
     return bool(np.isfinite(part).all())
 
 
+def pack(array, where, out):
+    """``out`` (a contiguous host buffer) = ``array[where]``: a halo region on its way out."""
+    np.copyto(out, array[where])
+
+
+def unpack(buf, array, where):
+    """``array[where]`` = ``buf``: a received halo region into its ghost cells."""
+    array[where] = buf
+
+
+def box_stats(array, box) -> tuple[float, float, float]:
+    """(sum, min, max) of ``array[box]``, for the diagnostics."""
+    part = array[box]
+    return float(part.sum()), float(part.min()), float(part.max())
+
+
+def box_error(array, box, mode, factor, background) -> tuple[float, float]:
+    """(sum of squares, largest magnitude) of ``array[box] - (mode * factor + background)``:
+    the error against the decaying sine mode (``mode`` is the box's shape)."""
+    exact = mode * factor
+    exact += background
+    np.subtract(array[box], exact, out=exact)
+    return float(np.vdot(exact, exact)), float(np.abs(exact, out=exact).max())
+
+
 _scratch: dict = {}
 
 

@@ -2,12 +2,16 @@
 (the same source the CUDA backend compiles), run on any OpenCL device;
 in CI on PoCL's CPU device.
 
-Arrays stay NumPy arrays on the host in this version: each call copies its
-inputs to the device, runs the kernels and copies the results back, so the
-halo exchange and the checkpoints work unchanged.  Heat on the device is
-bitwise equal to the NumPy reference (``FP_CONTRACT OFF``, the same
-operation order); the n-body kernels sum in the same fixed tiles of global
-ids as every backend and agree with the reference to round-off.
+Heat state lives on the device for the whole run (``DeviceArray``): the
+halo regions travel device -> host buffer -> MPI -> device by rectangular
+copies, the interior is computed while messages fly (kernel launches return
+at once, and the in-order queue runs them while the host drives MPI), and a
+diagnostics step brings back a few numbers per work group.  Heat on the
+device is bitwise equal to the NumPy reference (``FP_CONTRACT OFF``, the
+same operation order).  N-body state stays on the host (its transfer is
+O(n) against O(n^2) work per step); the force kernels sum in the same fixed
+tiles of global ids as every backend and agree with the reference to
+round-off.
 
 One context per process on the device picked by node-local rank (ranks
 sharing a node spread over its devices), or ``SOLVER_OPENCL_DEVICE``
@@ -19,7 +23,6 @@ import os
 
 import numpy as np
 
-from .numpy_ import all_finite, from_host, to_host, zeros  # noqa: F401  (host arrays)
 
 name = "opencl"
 
@@ -120,6 +123,119 @@ def describe() -> str:
 
 
 # ----------------------------------------------------------------------------
+# arrays on the device
+class DeviceArray:
+    """A C-ordered array in a device buffer: what ``zeros`` and ``from_host`` return."""
+
+    def __init__(self, shape, dtype=np.float64):
+        ctx, _ = _context()
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        self.size = int(np.prod(self.shape))
+        self.nbytes = self.size * self.dtype.itemsize
+        self.buffer = cl.Buffer(ctx, cl.mem_flags.READ_WRITE, max(self.nbytes, self.dtype.itemsize))
+
+
+def zeros(shape, dtype=np.float64) -> DeviceArray:
+    out = DeviceArray(shape, dtype)
+    _, queue = _context()
+    cl.enqueue_fill_buffer(queue, out.buffer, np.zeros(1, out.dtype), 0, max(out.nbytes, out.dtype.itemsize))
+    return out
+
+
+def from_host(array) -> DeviceArray:
+    array = np.ascontiguousarray(array)
+    out = DeviceArray(array.shape, array.dtype)
+    _, queue = _context()
+    if array.size:
+        cl.enqueue_copy(queue, out.buffer, array, is_blocking=True)
+    return out
+
+
+def to_host(array) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array
+    out = np.empty(array.shape, array.dtype)
+    _, queue = _context()
+    if out.size:
+        cl.enqueue_copy(queue, out, array.buffer, is_blocking=True)
+    return out
+
+
+def _rect(where, shape, itemsize):
+    """(buffer origin, region, buffer pitches, host pitches) of the box
+    ``where`` of a 2-D or 3-D array, for OpenCL's rectangular copies (the
+    contiguous axis first, in bytes)."""
+    starts = [s.start for s in where][::-1] + [0] * (3 - len(where))
+    sizes = [s.stop - s.start for s in where][::-1] + [1] * (3 - len(where))
+    dims = list(shape)[::-1] + [1] * (3 - len(shape))
+    origin = (starts[0] * itemsize, starts[1], starts[2])
+    region = (sizes[0] * itemsize, sizes[1], sizes[2])
+    return origin, region, (dims[0] * itemsize, dims[0] * dims[1] * itemsize), \
+        (sizes[0] * itemsize, sizes[0] * sizes[1] * itemsize)
+
+
+def pack(array, where, out):
+    """``out`` = ``array[where]`` (device -> host, one rectangular copy; waits)."""
+    origin, region, pitches, host_pitches = _rect(where, array.shape, array.dtype.itemsize)
+    _, queue = _context()
+    cl.enqueue_copy(queue, out, array.buffer, buffer_origin=origin, host_origin=(0, 0, 0), region=region,
+                    buffer_pitches=pitches, host_pitches=host_pitches, is_blocking=True)
+
+
+def unpack(buf, array, where):
+    """``array[where]`` = ``buf`` (host -> device; queued: the kernels after it
+    in the in-order queue see it, and ``buf`` is not refilled before the next
+    ``pack``, which waits for the queue)."""
+    origin, region, pitches, host_pitches = _rect(where, array.shape, array.dtype.itemsize)
+    _, queue = _context()
+    cl.enqueue_copy(queue, array.buffer, buf, buffer_origin=origin, host_origin=(0, 0, 0), region=region,
+                    buffer_pitches=pitches, host_pitches=host_pitches, is_blocking=False)
+
+
+# ----------------------------------------------------------------------------
+# reductions: a few numbers per work group come back
+def _box_args(array, box):
+    """Strides, origin and sizes of ``box`` as a 3-D box (a 2-D array is 1 x n0 x n1)."""
+    shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
+    box = (slice(0, 1),) * (3 - len(box)) + tuple(box)
+    m = [s.stop - s.start for s in box]
+    return ([np.int64(shape[1]), np.int64(shape[2])] + [np.int64(s.start) for s in box]
+            + [np.int64(m[1]), np.int64(m[2]), np.int64(int(np.prod(m)))]), int(np.prod(m))
+
+
+def _reduce(kernel, array, box, width, *extra):
+    from .. import kernels
+    group = kernels.CONSTANTS["GROUP"]
+    args, count = _box_args(array, box)
+    groups = max(1, -(-count // group))
+    prg, queue = _program("double")
+    partial = np.empty((groups, width))
+    out = cl.Buffer(_state["context"], cl.mem_flags.WRITE_ONLY, partial.nbytes)
+    getattr(prg, kernel)(queue, (groups * group,), (group,), array.buffer, *args, *extra, out)
+    cl.enqueue_copy(queue, partial, out, is_blocking=True)
+    return partial
+
+
+def box_stats(array, box):
+    """Same contract as numpy_.box_stats."""
+    partial = _reduce("box_stats", array, box, 4)
+    if partial[:, 3].any():                  # NaN or infinity: let the model's checks see it
+        return float("nan"), float("nan"), float("nan")
+    return float(partial[:, 0].sum()), float(partial[:, 1].min()), float(partial[:, 2].max())
+
+
+def all_finite(array, box) -> bool:
+    """Same contract as numpy_.all_finite."""
+    return not _reduce("box_stats", array, box, 4)[:, 3].any()
+
+
+def box_error(array, box, mode, factor, background):
+    """Same contract as numpy_.box_error (``mode`` a device array of the box's shape)."""
+    partial = _reduce("box_error", array, box, 2, mode.buffer, np.float64(factor), np.float64(background))
+    return float(partial[:, 0].sum()), float(partial[:, 1].max())
+
+
+# ----------------------------------------------------------------------------
 # heat
 def heat_block(padded_shape) -> int:
     """Steps per halo exchange: one kernel launch per step and level, so
@@ -162,38 +278,38 @@ def _walls(prg, queue, buf, shape, lo, hi, grow, dirichlet, value):
                           np.float64(value))
 
 
+_levels: dict = {}          # two scratch blocks per block shape for the intermediate levels
+
+
 def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
-    """Same contract as numpy_.heat_fused, one kernel launch per level."""
+    """Same contract as numpy_.heat_fused, one kernel launch per level, all
+    queued (this returns before the device has finished).  Intermediate
+    levels go to two scratch blocks, never to ``dst``, whose other boxes
+    may already hold final values."""
     ndim = len(lo)
     if any(h <= l for l, h in zip(lo, hi)):
         return
     prg, queue = _program("double")
-    ctx = _state["context"]
-    mf = cl.mem_flags
     shape = src.shape
-    bufs = [cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(src))]
-    bufs.append(cl.Buffer(ctx, mf.READ_WRITE, src.nbytes))
-    if steps > 1:
-        bufs.append(cl.Buffer(ctx, mf.READ_WRITE, src.nbytes))
+    if steps > 1 and shape not in _levels:
+        if len(_levels) > 4:
+            _levels.clear()
+        _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
     c = [np.float64(x) for x in coeffs]
-    cur = 0
+    cur = src
     for s in range(1, steps + 1):
         e = steps - s
         blo = [lo[a] - (e if grow[2 * a] else 0) for a in range(ndim)]
         bhi = [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(ndim)]
-        _walls(prg, queue, bufs[cur], shape, blo, bhi, grow, wall == "dirichlet", value)
-        out = 2 if cur == 1 else 1                 # ping-pong between dst and the scratch level
+        _walls(prg, queue, cur.buffer, shape, blo, bhi, grow, wall == "dirichlet", value)
+        out = dst if s == steps else _levels[shape][s % 2]
+        box = [*map(np.int64, blo), *map(np.int64, bhi)]
         if ndim == 2:
-            _launch_box(prg.heat_step_2d, queue, blo, bhi, bufs[cur], bufs[out], np.int64(shape[1]),
-                        *map(np.int64, blo), *map(np.int64, bhi), *c)
+            _launch_box(prg.heat_step_2d, queue, blo, bhi, cur.buffer, out.buffer, np.int64(shape[1]), *box, *c)
         else:
-            _launch_box(prg.heat_step_3d, queue, blo, bhi, bufs[cur], bufs[out], np.int64(shape[1]),
-                        np.int64(shape[2]), *map(np.int64, blo), *map(np.int64, bhi), *c)
+            _launch_box(prg.heat_step_3d, queue, blo, bhi, cur.buffer, out.buffer, np.int64(shape[1]),
+                        np.int64(shape[2]), *box, *c)
         cur = out
-    result = np.empty_like(src)
-    cl.enqueue_copy(queue, result, bufs[cur])
-    box = tuple(slice(l, h) for l, h in zip(lo, hi))
-    dst[box] = result[box]
 
 
 # ----------------------------------------------------------------------------

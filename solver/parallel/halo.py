@@ -45,7 +45,11 @@ def _neighbour(decomp, direction):
 
 
 class HaloExchange:
-    def __init__(self, decomp, dtype, width=1):
+    """Regions move between the padded block and the message buffers through
+    ``backend.pack`` and ``backend.unpack``, so the block may live on a device."""
+
+    def __init__(self, decomp, dtype, backend, width=1):
+        self.backend = backend
         n = decomp.local_shape
         directions = [d for d in itertools.product((-1, 0, 1), repeat=decomp.ndim)
                       if any(d) and (width > 1 or sum(map(abs, d)) == 1)]
@@ -69,7 +73,7 @@ class HaloExchange:
 
     def begin(self, padded: np.ndarray) -> None:
         for buf, where in self._sends:
-            np.copyto(buf, padded[where])
+            self.backend.pack(padded, where, buf)
         if self._requests:
             MPI.Prequest.Startall(self._requests)
 
@@ -84,7 +88,7 @@ class HaloExchange:
         if self._requests:
             MPI.Request.Waitall(self._requests)
         for buf, where in self._recvs:
-            padded[where] = buf
+            self.backend.unpack(buf, padded, where)
 
     def free(self) -> None:
         for req in self._requests:

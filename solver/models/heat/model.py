@@ -129,14 +129,14 @@ class HeatModel(Clocked):
                      f"rank{'s' if self.comm.size > 1 else ''}")
         self._u = backend.zeros(padded)
         self._next = backend.zeros(padded)
-        self.halo = HaloExchange(self.decomp, np.float64, width=g)
+        self.halo = HaloExchange(self.decomp, np.float64, backend, width=g)
         inner = [[not self.decomp.at_wall(a, side) for side in (0, 1)] for a in range(len(n))]
         interior, border = split_boxes(n, g, inner)
         # swept while the halo travels, in pieces along axis 0 with MPI progress between them
         self._interior = _pieces((interior, self._grow(interior)), g) if interior else None
         self._border = [(box, self._grow(box)) for box in border]
         self._inner = tuple(slice(g, k + g) for k in n)
-        self._mode = None        # the sine start's shape, kept for the error diagnostic
+        self._mode = None        # the sine start's shape (in the backend's memory), for the error diagnostic
         self._lent = None        # the state buffer a checkpoint writer is reading
         self._spare = None
 
@@ -240,32 +240,30 @@ class HeatModel(Clocked):
     def checkpoint_datasets(self) -> list:
         h = self.heat.spacing
         attrs = {"origin": np.array([0.5 * x for x in h]), "spacing": np.array(h), "centering": "cell"}
-        host = self.backend.to_host(self._u)
+        host = self.backend.to_host(self._u)        # a device backend: one copy to the host
         if host is self._u:
             # Lend the state buffer itself: the writer reads its interior while
             # stepping goes on, and step() leaves it alone until the next lend
             # (the writer finishes a write before it takes another).
             self._lent = self._u
-        else:
-            host = host.copy()
         return [Dataset("heat/u", self.heat.shape, host, self.decomp.global_slices, attrs, memory=self._inner)]
 
     # --- diagnostics (collective) -------------------------------------------
     def diagnostics(self) -> dict:
-        """Global quantities, computed by collectives on every rank."""
-        u = self.local_field()
+        """Global quantities, computed by collectives on every rank; the
+        backend reduces its cells to a few numbers first."""
         cell_volume = math.prod(self.heat.spacing)
-        sums = np.array([u.sum(), 0.0, 0.0])
+        total, lo, hi = self.backend.box_stats(self._u, self._inner)
+        sums = np.array([total, 0.0, 0.0])
         err_max = 0.0
         if self.heat.initial == "sine":
             if self._mode is None:
-                self._mode = ic.eigenmode(self.heat, self.decomp.offset, self.decomp.local_shape)
-            exact = self._mode * math.exp(-ic.decay_rate(self.heat) * self.time)
-            exact += ic.background(self.heat)
-            np.subtract(u, exact, out=exact)
-            sums[1] = np.vdot(exact, exact)
-            err_max = np.abs(exact, out=exact).max()
-        ext = np.array([-u.min(), u.max(), err_max])
+                self._mode = self.backend.from_host(ic.eigenmode(self.heat, self.decomp.offset,
+                                                                 self.decomp.local_shape))
+            sums[1], err_max = self.backend.box_error(self._u, self._inner, self._mode,
+                                                      math.exp(-ic.decay_rate(self.heat) * self.time),
+                                                      ic.background(self.heat))
+        ext = np.array([-lo, hi, err_max])
         self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
         self.comm.Allreduce(MPI.IN_PLACE, ext, op=MPI.MAX)
         ncells = math.prod(self.heat.shape)
