@@ -47,7 +47,7 @@ if ! ls "$WHEELS"/pycuda-"$PYCUDA_VERSION"-*.whl >/dev/null 2>&1; then
     tar xzf "$work"/src/pycuda-*.tar.gz -C "$work/src"
     (cd "$work"/src/pycuda-*/ &&
      "$PY" configure.py --cuda-root="$work/headers/nvidia/cuda_runtime" \
-         --cuda-inc-dir="$inc_rt" --cuda-inc-dir="$inc_prof" \
+         --cuda-inc-dir="$inc_rt,$inc_prof" \
          --cudadrv-lib-dir="$STUB" --no-cuda-enable-curand >/dev/null &&
      "$PY" -m pip wheel -q --no-deps --no-cache-dir -w "$WHEELS" .)
 fi

@@ -98,14 +98,28 @@ if ! ls "$CACHE"/h5py-"$H5PY_VERSION"-*.whl >/dev/null 2>&1; then
         --no-build-isolation --no-binary h5py -w "$CACHE" "h5py==$H5PY_VERSION"
 fi
 
+# --- 3b. PyCUDA for the cuda backend: an sdist, built once here against
+# PyPI's CUDA 12 headers and a generated driver stub (no GPU or driver
+# needed); on a GPU machine the real libcuda.so.1 is found instead --------
+if [ -z "${SOLVER_NO_PYCUDA:-}" ] && ! ls "$CACHE"/pycuda-*.whl >/dev/null 2>&1; then
+    say "building PyCUDA against a CUDA driver stub (a few minutes, once)"
+    "$ROOT/.ci/build-pycuda.sh" "$VPY" "$CACHE" "$CACHE/cuda-stub" >/dev/null \
+        || say "PyCUDA could not be built: the cuda backend's driver tests will be skipped"
+fi
+
 # --- 4. install (skipped when nothing changed) -------------------------------
 STAMP=$VENV/.solver-provisioned
-WANT="$KEY $(cat pyproject.toml | sha256sum | cut -c1-16)"
+WANT="$KEY $(cat pyproject.toml | sha256sum | cut -c1-16) $(ls "$CACHE"/pycuda-*.whl 2>/dev/null | sha256sum | cut -c1-8)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     say "installing solver and its dependencies into $VENV"
     "$VPY" -m pip install -q --force-reinstall --no-deps \
         "$CACHE"/mpi4py-"$MPI4PY_VERSION"-*.whl "$CACHE"/h5py-"$H5PY_VERSION"-*.whl
     "$VPY" -m pip install -q -e ".[test]"
+    if ls "$CACHE"/pycuda-*.whl >/dev/null 2>&1; then
+        "$VPY" -m pip install -q "$CACHE"/pycuda-*.whl
+        mkdir -p "$VENV/lib/solver-cuda-stub"           # for the tests: see tests/test_kernels.py
+        cp -a "$CACHE"/cuda-stub/libcuda.so* "$VENV/lib/solver-cuda-stub/"
+    fi
     echo "$WANT" > "$STAMP"
 fi
 

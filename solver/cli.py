@@ -132,7 +132,7 @@ def cmd_run(args, comm) -> int:
     output_dir = out.path = shown_path(out.path)
     helper = None
     try:                                 # bad input found from here on leaves no trace of the claim
-        backend = agree(comm, get_backend, settings.backend, comm)
+        backend = agree(comm, get_backend, settings.backend, comm, settings.device)
         settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
         model = agree(comm, make_model, settings, comm, backend, restart)
         agree(comm, model.set_initial)
@@ -208,9 +208,9 @@ def cmd_info(args, comm) -> int:
     log(f"h5py {h5py.__version__}, HDF5 {h5py.version.hdf5_version}, MPI support: {h5py.get_config().mpi}")
     from .backends import get_backend
     for name, (ok, why) in status().items():
-        where = getattr(get_backend(name), "describe", None) if ok else None
-        log(f"backend {name}: {'available' if ok else 'unavailable (' + why + ')'}"
-            + (f" on {where()}" if where else ""))
+        log(f"backend {name}: {'available' if ok else 'unavailable (' + why + ')'}")
+        for k, device in enumerate(getattr(get_backend(name), "devices", list)() if ok else []):
+            log(f"  device {k}: {device}")
     log(f"GPUs: {_gpus()}")
     return 0
 

@@ -96,7 +96,7 @@ COMMON: dict[str, dict[str, Any]] = {
         "dir": "", "checkpoint_every": 0, "keep": 3, "background": True,
         "log_every": 0, "status_port": 0, "snapshots": False,
     },
-    "backend": {"name": "auto"},
+    "backend": {"name": "auto", "device": -1},
 }
 
 
@@ -140,6 +140,7 @@ class Settings:
     output: OutputSettings
     backend: str
     name: str = "default"     # run name: the config file's stem
+    device: int = -1          # backend.device: the device index on each node; -1: by the rank on the node
 
     def __getattr__(self, key):
         models = self.__dict__.get("models") or {}
@@ -164,7 +165,7 @@ class Settings:
             **{section: dataclasses.asdict(value) for section, value in self.models.items()},
             "time": dataclasses.asdict(self.time),
             "output": dataclasses.asdict(self.output),
-            "backend": {"name": self.backend},
+            "backend": {"name": self.backend, "device": self.device},
         }
         if self.time.t_end is not None:
             del d["time"]["steps"]         # the end is t_end; steps is derived from it
@@ -309,7 +310,9 @@ def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict) -> 
     if output.status_port > 65535:
         raise ConfigError(f"output.status_port: must be a TCP port (1-65535) or 0 for off, got {output.status_port}")
     backend = choice("backend.name", c["backend"]["name"], BACKENDS)
-    return Settings(kind=kind, models=sections, time=time, output=output, backend=backend, name=name)
+    device = integer("backend.device", c["backend"]["device"], lo=-1)
+    return Settings(kind=kind, models=sections, time=time, output=output, backend=backend, name=name,
+                    device=device)
 
 
 # ----------------------------------------------------------------------------

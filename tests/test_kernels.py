@@ -2,11 +2,17 @@
 GPUs (the cuda backend's compile path) and run by OpenCL (in CI on PoCL)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from solver import kernels
 from solver.backends import cuda, status
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.timeout(600)
 needs_nvcc = pytest.mark.skipif(cuda.nvcc() is None, reason="nvcc is not on PATH")
@@ -88,3 +94,63 @@ def test_float32_forces_on_the_device_agree_within_1e_5():
     assert opencl.nbody_accel(x, x, m, 0, 1e-4, 1.0, a, i0=0) == 0
     ref.nbody_accel(x.astype(np.float64), x.astype(np.float64), m.astype(np.float64), 0, 1e-4, 1.0, b, i0=0)
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+# --- the cuda backend without a driver: PyCUDA built against a stub libcuda -----
+STUB_DIR = os.path.join(sys.prefix, "lib", "solver-cuda-stub")
+needs_stub = pytest.mark.skipif(not os.path.exists(os.path.join(STUB_DIR, "libcuda.so.1")),
+                                reason="no PyCUDA built against the driver stub (make setup builds one)")
+
+
+def _with_stub(code):
+    env = {**os.environ, "LD_LIBRARY_PATH": STUB_DIR + os.pathsep + os.environ.get("LD_LIBRARY_PATH", "")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=REPO)
+
+
+@needs_stub
+def test_without_a_driver_pycuda_raises_a_clean_logic_error():
+    out = _with_stub("import pycuda.driver as d\ntry:\n    d.init()\nexcept d.LogicError as e:\n    print('LogicError', e)")
+    assert out.returncode == 0, out.stderr
+    assert "LogicError" in out.stdout and "STUB" in out.stdout.upper()
+
+
+@needs_stub
+def test_without_a_driver_the_cuda_backend_says_why():
+    out = _with_stub("from solver.backends import status; print(status()['cuda'])")
+    assert out.returncode == 0, out.stderr
+    assert "(False, 'no usable CUDA driver" in out.stdout
+
+
+@needs_stub
+def test_backend_cuda_without_a_driver_is_one_line_and_exit_2(tmp_path):
+    out = _with_stub(f"import sys; sys.argv = ['solver', '--backend', 'cuda', '--output', {str(tmp_path / 'r')!r}]; "
+                     "from solver.cli import main; sys.exit(main())")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend 'cuda' is not available here (no usable CUDA driver" in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+@needs_stub
+@needs_nvcc
+@pytest.mark.parametrize("real", ["double", "float"])
+def test_nvcc_through_pycuda_compiles_every_kernel_for_sm_90(real):
+    """PyCUDA's own compile path (what the backend uses at run time), without a device."""
+    out = _with_stub(f"from pycuda.compiler import compile; from solver import kernels; "
+                     f"b = compile(kernels.source('cuda', {real!r}), target='cubin', arch='sm_90', "
+                     f"options=['--fmad=false'], no_extern_c=True); print(b[:4] == b'\\x7fELF')")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(not status()["opencl"][0], reason="no OpenCL device")
+@pytest.mark.parametrize("np_", [None, 2])
+def test_a_device_that_is_not_there_is_one_line_and_exit_2(tmp_path, np_):
+    from conftest import run_solver
+    r = run_solver(["--backend", "opencl", "--set", "backend.device=7", "--set", "time.steps=2",
+                    "--output", str(tmp_path / "r")], np=np_)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend.device: there is no OpenCL device 7" in lines[0]
+    assert not (tmp_path / "r").exists()

@@ -11,7 +11,8 @@
                       the heat diagnostics' sums, a few numbers back
     pack(array, where, out), unpack(buf, array, where)
                       a halo region to and from a contiguous host buffer
-    bind(comm)        optional, collective: pick this rank's device (device backends)
+    bind(comm, device)
+                      optional, collective: pick this rank's device (device backends)
     heat_block(padded_shape)
                       how many FTCS steps the backend likes to take per halo exchange
     heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value)
@@ -52,13 +53,13 @@ def status() -> dict[str, tuple[bool, str]]:
     return out
 
 
-def get_backend(name: str, comm=None):
+def get_backend(name: str, comm=None, device: int = -1):
     """The backend module for ``name`` ("auto": the best one available).
     With ``comm`` (collective), a device backend also picks this rank's
-    device (``bind``)."""
+    device (``bind``): ``device``, or -1 for the rank's index on its node."""
     mod = _find(name)
     if comm is not None and hasattr(mod, "bind"):
-        mod.bind(comm)
+        mod.bind(comm, device)
     return mod
 
 

@@ -8,9 +8,8 @@ The design is the ``opencl`` backend's: heat state stays on the device
 and MPI, kernels are queued on the default stream while the host drives
 MPI, and reductions bring back a few numbers; n-body state stays on the
 host.  One context per rank, the primary context of the device picked by
-node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies;
-``SOLVER_CUDA_DEVICE`` overrides), never ``pycuda.autoinit``; it is popped
-at exit.  Without a driver or a device the backend says why and is not
+node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies),
+or ``backend.device``; never ``pycuda.autoinit``; it is popped at exit.  Without a driver or a device the backend says why and is not
 used.  Its kernels run the code paths the ``opencl`` backend runs in CI,
 but this module itself has not yet run on a GPU.
 """
@@ -39,6 +38,8 @@ def available():
     try:
         drv = _driver()
     except ImportError as exc:
+        if "libcuda" in str(exc):        # PyCUDA is there, the driver library is not
+            return False, f"no CUDA driver ({exc})"
         return False, f"pycuda is not installed ({exc}); pip install .[cuda]"
     try:
         drv.init()
@@ -94,26 +95,37 @@ def _arch(device) -> str:
 
 # ----------------------------------------------------------------------------
 # the context
-def bind(comm):
-    """Pick this rank's device by its rank on the node (collective)."""
-    from ..parallel.mpi import node_rank
-    _context(node_rank(comm))
+def bind(comm, device=-1):
+    """Pick this rank's device (``device``, or by its rank on the node among
+    the visible ones) and make its context current (collective)."""
+    from ..config import ConfigError
+    from ..parallel.mpi import all_ranks, node_rank
+    local = node_rank(comm)
+    drv = _driver()
+    drv.init()
+    count = drv.Device.count()
+    if not all_ranks(comm, device < count):
+        raise ConfigError(f"backend.device: there is no CUDA device {device} here ({count} visible; "
+                          f"python -m solver info lists them)")
+    _context(device if device >= 0 else local)
 
 
-def _context(local_rank=None):
+def devices() -> list[str]:
+    """Every visible CUDA device, in the order backend.device counts them."""
+    drv = _driver()
+    drv.init()
+    return [f"{d.name()} ({_arch(d)}, {d.total_memory() / 2**30:.1f} GiB)"
+            for d in (drv.Device(i) for i in range(drv.Device.count()))]
+
+
+def _context(index=None):
     if "device" not in _state:
         drv = _driver()
         drv.init()
         count = drv.Device.count()
-        spec = os.environ.get("SOLVER_CUDA_DEVICE", "")
-        if local_rank is None:
-            local_rank = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-        try:
-            index = int(spec) if spec else local_rank % count
-            device = drv.Device(index)
-        except (ValueError, drv.Error):
-            from ..config import ConfigError
-            raise ConfigError(f"SOLVER_CUDA_DEVICE={spec}: no such CUDA device; {count} are visible") from None
+        if index is None:
+            index = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        device = drv.Device(index % count)
         context = device.retain_primary_context()
         context.push()
         atexit.register(_release)
@@ -128,6 +140,20 @@ def _release():
             _driver().Context.pop()
         except Exception:            # noqa: BLE001 - at exit, the driver may already be gone
             pass
+
+
+def device_copy(nbytes) -> float:
+    """Seconds for one device-to-device copy of ``nbytes`` (the bandwidth bound of the bench)."""
+    drv = _driver()
+    _context()
+    a, b = drv.mem_alloc(nbytes), drv.mem_alloc(nbytes)
+    drv.memcpy_dtod(b, a, nbytes)
+    start, end = drv.Event(), drv.Event()
+    start.record()
+    drv.memcpy_dtod(b, a, nbytes)
+    end.record()
+    end.synchronize()
+    return end.time_since(start) / 1e3
 
 
 def describe() -> str:

@@ -14,8 +14,8 @@ tiles of global ids as every backend and agree with the reference to
 round-off.
 
 One context per process on the device picked by node-local rank (ranks
-sharing a node spread over its devices), or ``SOLVER_OPENCL_DEVICE``
-(``PLATFORM:DEVICE`` or ``DEVICE`` index).
+sharing a node spread over its devices, in the order ``solver info`` lists
+them), or by ``backend.device``.
 """
 from __future__ import annotations
 
@@ -57,34 +57,32 @@ def available():
     return True, ""
 
 
-def _pick(devices, local_rank):
-    """The device this process uses: SOLVER_OPENCL_DEVICE, else by node-local rank."""
-    spec = os.environ.get("SOLVER_OPENCL_DEVICE", "")
-    if spec:
-        from ..config import ConfigError
-        try:
-            parts = [int(p) for p in spec.split(":")]
-            if len(parts) == 2:
-                return cl.get_platforms()[parts[0]].get_devices()[parts[1]]
-            return devices[parts[0]]
-        except (ValueError, IndexError, cl.Error):
-            raise ConfigError(f"SOLVER_OPENCL_DEVICE={spec}: no such OpenCL device; there are "
-                              f"{len(devices)} (see python -m solver info)") from None
-    return devices[local_rank % len(devices)]
+def bind(comm, device=-1):
+    """Choose this rank's device (``device``, or by its rank on the node) and
+    create the context (collective: every rank learns of a bad choice)."""
+    from ..config import ConfigError
+    from ..parallel.mpi import all_ranks, node_rank
+    local = node_rank(comm)
+    count = len(_devices())
+    ok = device < count
+    if not all_ranks(comm, ok):
+        raise ConfigError(f"backend.device: there is no OpenCL device {device} here ({count} found; "
+                          f"python -m solver info lists them)")
+    _context(device if device >= 0 else local)
 
 
-def bind(comm):
-    """Choose this rank's device by its rank on the node and create the
-    context (collective; ``get_backend`` calls it when given a communicator)."""
-    from ..parallel.mpi import node_rank
-    _context(node_rank(comm))
+def devices() -> list[str]:
+    """Every OpenCL device, in the order backend.device counts them."""
+    return [f"{d.name.strip()} ({d.platform.name.strip()}, {d.global_mem_size / 2**30:.1f} GiB, "
+            f"{d.max_compute_units} compute units)" for d in _devices()]
 
 
-def _context(local_rank=None):
+def _context(index=None):
     if "queue" not in _state:
-        if local_rank is None:           # not bound through get_backend: the launcher's word, else 0
-            local_rank = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-        device = _pick(_devices(), local_rank)
+        if index is None:                # not bound through get_backend: the launcher's word, else 0
+            index = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        found = _devices()
+        device = found[index % len(found)]
         if not device.double_fp_config:
             from ..config import ConfigError
             raise ConfigError(f"backend.name: the OpenCL device {device.name} has no float64 support")
@@ -114,6 +112,17 @@ def _program(real="double"):
         from .. import kernels
         _state["programs"][real] = _Kernels(cl.Program(ctx, kernels.source("opencl", real)).build())
     return _state["programs"][real], queue
+
+
+def device_copy(nbytes) -> float:
+    """Seconds for one device-to-device copy of ``nbytes`` (the bandwidth bound of the bench)."""
+    import time
+    ctx, queue = _context()
+    a, b = cl.Buffer(ctx, cl.mem_flags.READ_WRITE, nbytes), cl.Buffer(ctx, cl.mem_flags.READ_WRITE, nbytes)
+    cl.enqueue_copy(queue, b, a).wait()                    # first touch
+    t0 = time.perf_counter()
+    cl.enqueue_copy(queue, b, a).wait()
+    return time.perf_counter() - t0
 
 
 def describe() -> str:

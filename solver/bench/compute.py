@@ -27,6 +27,7 @@ BYTES_PER_CELL = 16
 FLOPS_PER_PAIR = 20
 GOALS = {"heat2d": 1.2, "nbody": 2.0}        # ours / peer, on one rank
 WEAK_GOAL = 0.9                               # heat, 1 -> 2 ranks
+DEVICE_BACKENDS = ("cuda", "opencl")          # measured on every problem, against their device's copy bandwidth
 
 
 @dataclass
@@ -168,17 +169,22 @@ def bench_compute(comm, args) -> int:
                 raise ConfigError(f"bench --backends: backend {b!r} is not available here ({found[b][1]}); "
                                   f"available: {', '.join(usable)}")
     else:
-        wanted = [b for b in ("numpy", "cpu", "cuda") if b in usable]
+        wanted = [b for b in ("numpy", "cpu", "cuda") if b in usable]     # PoCL's opencl: --backends opencl
     if not wanted:
         raise ConfigError("bench --backends: name at least one backend")
     rank_counts = sorted({1, min(2, comm.size), comm.size})
     log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, "
         f"median of {args.repeats} runs of ~{args.seconds:g} s each")
     bandwidth = {}
+    devices = [b for b in wanted if b in DEVICE_BACKENDS]
     for ranks in rank_counts:
         sub = _on(comm, ranks)
         if sub is not None:
             bandwidth[ranks] = peers.copy_bandwidth(sub, nbytes=(64 << 20) if args.quick else (1 << 30))
+            for name in devices:
+                from ..backends import get_backend
+                bandwidth[(name, ranks)] = peers.device_copy_bandwidth(sub, get_backend(name, sub),
+                                                                       nbytes=(16 << 20) if args.quick else (1 << 28))
             sub.Free()
         quiet_barrier(comm)
     with scratch_dir(comm, args.dir, "compute-") as scratch:
@@ -188,7 +194,8 @@ def bench_compute(comm, args) -> int:
         log(text)
         os.makedirs(args.dir, exist_ok=True)
         with open(os.path.join(args.dir, "compute.json"), "w") as fh:
-            json.dump({"machine": machine(), "bandwidth": bandwidth, "rows": [asdict(r) for r in rows]}, fh, indent=1)
+            json.dump({"machine": machine(), "bandwidth": {str(k): v for k, v in bandwidth.items()},
+                       "rows": [asdict(r) for r in rows]}, fh, indent=1)
     return 0
 
 
@@ -198,7 +205,8 @@ def _measure_all(comm, args, wanted, rank_counts, scratch):
     rows = []
     for problem in problems(args.quick):
         size = "x".join(map(str, problem.per_rank))
-        measured = [b for b in wanted if b in problem.backends or b == "cuda"]
+        measured = [b for b in wanted if b in problem.backends or b in DEVICE_BACKENDS]
+        against_peer = "cpu" if "cpu" in measured else measured[-1]     # the peers are CPU codes
         for backend in measured:
             first = None
             for ranks in rank_counts:
@@ -207,7 +215,7 @@ def _measure_all(comm, args, wanted, rank_counts, scratch):
                     rate, spread, phases, steps = _measure(sub, problem, backend, ranks, repeats, seconds,
                                                            scratch)
                     row = Row(problem.name, size, backend, ranks, steps, rate, spread, phases)
-                    if sub.rank == 0 and ranks == 1 and backend == measured[-1]:     # the fastest we have
+                    if sub.rank == 0 and ranks == 1 and backend == against_peer:
                         row.peer, row.peer_rate, row.peer_spread, note = _peer(problem, backend, steps, repeats, sub)
                         row.notes += [note] if note else []
                     sub.Free()
@@ -238,14 +246,17 @@ def report(rows, bandwidth, args) -> str:
     date = datetime.date.today().isoformat()
     out = [f"solver {__version__} bench, {date}, {machine()}",
            "copy bandwidth (16 B per element copied): " + ", ".join(
-               f"{k} rank{'s' if k > 1 else ''} {v / 1e9:.1f} GB/s" for k, v in bandwidth.items()), "",
+               (f"{k[0]} device copy, " if isinstance(k, tuple) else "") +
+               f"{k if isinstance(k, int) else k[1]} rank{'s' if (k if isinstance(k, int) else k[1]) > 1 else ''} "
+               f"{v / 1e9:.1f} GB/s" for k, v in bandwidth.items()), "",
            "| problem | size per rank | backend | ranks | rate (median) | spread | effective | "
            "of copy bound | peer (1 rank) | ours / peer | weak scaling | compute / comm / I/O / diagnostics / other |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bound = ""
-        if r.problem != "nbody" and r.ranks in bandwidth:
-            bound = f"{r.rate * BYTES_PER_CELL / bandwidth[r.ranks]:.0%}"
+        key = (r.backend, r.ranks) if r.backend in DEVICE_BACKENDS else r.ranks     # a device: its own copy
+        if r.problem != "nbody" and key in bandwidth:
+            bound = f"{r.rate * BYTES_PER_CELL / bandwidth[key]:.0%}"
         peer = f"{r.peer} {r.peer_rate:.3g}" if r.peer_rate else (r.peer or "")
         ratio = f"{r.rate / r.peer_rate:.2f}x" if r.peer_rate else ""
         weak = "" if math.isnan(r.weak) else f"{r.weak:.0%}"
@@ -263,6 +274,6 @@ def report(rows, bandwidth, args) -> str:
             out.append(f"- {r.problem} {r.size} {r.backend}: weak scaling {r.weak:.0%} "
                        f"({'met' if r.weak >= WEAK_GOAL else 'SHORT of'} the {WEAK_GOAL:.0%} goal)")
         out += [f"- note: {n}" for n in r.notes]
-    out.append(f"\nCommand: mpiexec -n {max(bandwidth)} python -m solver bench"
+    out.append(f"\nCommand: mpiexec -n {max(k for k in bandwidth if isinstance(k, int))} python -m solver bench"
                + (" --quick" if args.quick else "") + f" (repeats {args.repeats}, ~{args.seconds:g} s per run)")
     return "\n".join(out)

@@ -26,6 +26,22 @@ def copy_bandwidth(comm, nbytes=1 << 30, repeats=5) -> float:
     return 2.0 * nbytes * comm.size / best
 
 
+def device_copy_bandwidth(comm, backend, nbytes=1 << 28, repeats=5) -> float:
+    """The same measure for a device backend: every rank copies a device
+    array to another on its own device (``backend.device_copy``), at the same time."""
+    best = float("inf")
+    for _ in range(repeats):
+        comm.Barrier()
+        seconds = backend.device_copy(nbytes)
+        best = min(best, comm.allreduce(seconds, op=max_op()))
+    return 2.0 * nbytes * comm.size / best
+
+
+def max_op():
+    from ..parallel.mpi import MPI
+    return MPI.MAX
+
+
 def available(module) -> str:
     """'' when ``module`` imports, else why not."""
     try:
