@@ -28,13 +28,18 @@ inc_prof=$work/headers/nvidia/cuda_profiler_api/include
 [ -f "$inc_rt/cuda.h" ] && [ -f "$inc_prof/cudaProfiler.h" ] || { say "cuda.h or cudaProfiler.h missing from the wheels"; exit 1; }
 
 if [ ! -f "$STUB/libcuda.so.1" ]; then
-    say "generating the libcuda stub from cuda.h"
+    say "generating the libcuda stub from cuda.h and cudaProfiler.h"
     # the exported names are those after cuda.h's versioning macros (cuCtxCreate -> cuCtxCreate_v2)
-    names=$(echo '#include <cuda.h>' | cc -E -I"$inc_rt" - | grep -oE '^CUresult +[A-Za-z0-9_]+ *\(' \
-            | sed -E 's/^CUresult +//; s/ *\($//' | sort -u)
+    names=$(printf '#include <cuda.h>\n#include <cudaProfiler.h>\n' | cc -E -I"$inc_rt" -I"$inc_prof" - \
+            | tr '\n' ' ' | grep -oE '\bCUresult +[A-Za-z0-9_]+ *\(' | sed -E 's/^CUresult +//; s/ *\($//' | sort -u)
     {
-        echo "/* generated from cuda.h: every driver entry point reports CUDA_ERROR_STUB_LIBRARY */"
-        for n in $names; do echo "int $n(void) { return 34; }"; done
+        echo "/* generated from cuda.h: every driver entry point reports CUDA_ERROR_STUB_LIBRARY (34), */"
+        echo "/* but the error strings, which callers (PyCUDA) read whatever the return value */"
+        for n in $names; do
+            case $n in cuGetErrorString|cuGetErrorName) ;; *) echo "int $n(void) { return 34; }" ;; esac
+        done
+        echo 'int cuGetErrorName(int e, const char **s) { *s = e == 34 ? "CUDA_ERROR_STUB_LIBRARY" : "CUDA_ERROR_UNKNOWN"; return 0; }'
+        echo 'int cuGetErrorString(int e, const char **s) { *s = e == 34 ? "CUDA driver is a stub library: no GPU driver on this machine" : "unknown error (CUDA driver stub)"; return 0; }'
     } > "$work/stub.c"
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$STUB/libcuda.so.1" "$work/stub.c"
     ln -sf libcuda.so.1 "$STUB/libcuda.so"
