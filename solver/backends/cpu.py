@@ -49,6 +49,30 @@ try:
 except ImportError as exc:          # the backend is optional
     numba, _IMPORT_ERROR = None, exc
 
+if numba is not None:
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    def _make_prefetch(rw):
+        """A hint to fetch the cache line of ``ary[index]`` (a flat C array)
+        ahead of its use, to read (rw 0) or to write (1): no result, and no
+        fault even past the array's end."""
+        @intrinsic
+        def prefetch(typingctx, ary, index):
+            def codegen(context, builder, signature, args):
+                data = context.make_array(signature.args[0])(context, builder, args[0]).data
+                byte = ir.IntType(8).as_pointer()
+                i32 = ir.IntType(32)
+                fnty = ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+                builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), byte), i32(rw), i32(2), i32(1)])
+                return context.get_dummy_value()
+            return types.void(ary, index), codegen
+        return prefetch
+
+    _prefetch_read, _prefetch_write = _make_prefetch(0), _make_prefetch(1)
+
 
 def available():
     if numba is None:
@@ -203,6 +227,130 @@ if numba is not None:
                     if i == hi[0] - 1 and not grow[1]:
                         _faces(ring[s - 1, (i + 1) & 3], out, lo, hi, grow, e, wall, value)
 
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _ahead(src, dst, ahead, lines):
+        """Up to ``lines`` prefetches from each memory stream: ahead[0:2] is
+        the range of ``src`` to be read next, ahead[2:4] that of ``dst`` to be
+        written next (flat indices), so that their lines arrive while this
+        plane is computed instead of stalling the loads and stores later."""
+        for _ in range(lines):
+            if ahead[0] < ahead[1]:
+                _prefetch_read(src, ahead[0])
+                ahead[0] += 8
+            if ahead[2] < ahead[3]:
+                _prefetch_write(dst, ahead[2])
+                ahead[2] += 8
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _plane(u, bm, bc, bp, ru, out, bo, ro, a1, b1, a2, b2, c0, c1, c2, src, dst, ahead, lines):
+        """Cells [a1, b1) x [a2, b2) of one plane, into ``out`` (flat; the
+        plane's cell (0, 0) at bo, rows of ro cells) from the planes below,
+        at and above it in ``u`` (flat; at bm, bc, bp, rows of ru), with a
+        few prefetches per row (_ahead).  Unsigned flat indices have no
+        negative-index wrap-around to check, so the k loop is plain vector
+        code, and no views are made per row."""
+        one = np.uint64(1)
+        r = np.uint64(ru)
+        n = np.uint64(b2 - a2)
+        for j in range(a1, b1):
+            _ahead(src, dst, ahead, lines)
+            at = j * ru + a2
+            m, c, p = np.uint64(bm + at), np.uint64(bc + at), np.uint64(bp + at)
+            o = np.uint64(bo + j * ro + a2)
+            for k in range(n):
+                x = u[c + k]
+                t0 = ((u[m + k] + u[p + k]) - 2.0 * x) * c0
+                t1 = ((u[c + k - r] + u[c + k + r]) - 2.0 * x) * c1
+                t2 = ((u[c + k - one] + u[c + k + one]) - 2.0 * x) * c2
+                out[o + k] = ((t0 + t1) + t2) + x
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _walls3(slab, k0, a1, b1, a2, b2, grow, wall, value):
+        """Wall ghosts of one plane's box [a1, b1) x [a2, b2) along axes 1 and
+        2 (``slab``'s column k0 + k holds cell k)."""
+        a, b = k0 + a2, k0 + b2
+        for j in range(a1, b1):
+            if not grow[4]:
+                slab[j, a - 1] = _mirrored(slab[j, a], wall, value)
+            if not grow[5]:
+                slab[j, b] = _mirrored(slab[j, b - 1], wall, value)
+        if not grow[2]:
+            _mirror(slab[a1 - 1, a:b], slab[a1, a:b], wall, value)
+        if not grow[3]:
+            _mirror(slab[b1, a:b], slab[b1 - 1, a:b], wall, value)
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _faces3(ghost, edge, k0, a1, b1, a2, b2, wall, value):
+        """The ghost plane beyond an axis-0 wall, from the edge plane."""
+        for j in range(a1, b1):
+            _mirror(ghost[j, k0 + a2:k0 + b2], edge[j, k0 + a2:k0 + b2], wall, value)
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _sweep3(src, dst, ring, c, steps, lo, hi, grow, wall, value):
+        """_sweep for 3-D blocks.  Level s - 1 of plane i lives in
+        ring[s - 2, i % 3], whose rows are padded to whole 64-byte lines with
+        cell 0 at RING_PAD: the levels between the first and the last are
+        computed from one line boundary to the next (a few cells beyond their
+        box, never read as valid), so most of their vector loads and all their
+        stores are aligned.  Level 1 reads ``src`` and the last level writes
+        ``dst`` in place; their next planes are prefetched while the others
+        are computed.  Ghost planes beyond an axis-0 wall are mirrored just
+        before the next level reads them, which is why three slots suffice."""
+        n1, n2 = src.shape[1], src.shape[2]
+        size = n1 * n2
+        rr = ring.shape[3]
+        plane = n1 * rr
+        flat, flat_src, flat_dst = ring.reshape(-1), src.reshape(-1), dst.reshape(-1)
+        first, last = _span(lo, hi, grow, 0, steps - 1)
+        a1, b1 = _span(lo, hi, grow, 1, steps - 1)
+        rows = b1 - a1 + 2                                   # rows of an input plane that level 1 reads
+        ahead = np.zeros(4, np.int64)
+        lines = rows * n2 // (8 * steps * (hi[1] - lo[1])) + 1
+        for r in range(first, hi[0] + steps - 1):
+            ahead[:] = 0
+            if r + 2 <= last:
+                ahead[0] = (r + 2) * size + (a1 - 1) * n2
+                ahead[1] = ahead[0] + rows * n2
+            if lo[0] <= r - steps + 2 < hi[0]:
+                ahead[2] = (r - steps + 2) * size + lo[1] * n2 + lo[2]
+                ahead[3] = (r - steps + 2) * size + (hi[1] - 1) * n2 + hi[2]
+            for s in range(1, steps + 1):
+                e = steps - s
+                i = r - s + 1
+                a, b = _span(lo, hi, grow, 0, e)
+                if i < a or i >= b:
+                    continue
+                a1, b1 = _span(lo, hi, grow, 1, e)
+                a2, b2 = _span(lo, hi, grow, 2, e)
+                if s == 1:                                   # level 0 is src: its wall ghosts go there
+                    _walls3(src[i], 0, a1, b1, a2, b2, grow, wall, value)
+                    u, ru, k0, bm, bc, bp = flat_src, n2, 0, (i - 1) * size, i * size, (i + 1) * size
+                    below = src[i - 1:i + 2]
+                    at = 1 - i % 3                           # below[(at + i) % 3] is plane i
+                else:
+                    u, ru, k0 = flat, rr, RING_PAD
+                    base = 3 * (s - 2)
+                    bm = (base + (i - 1) % 3) * plane + RING_PAD
+                    bc = (base + i % 3) * plane + RING_PAD
+                    bp = (base + (i + 1) % 3) * plane + RING_PAD
+                    below = ring[s - 2]
+                    at = 0
+                if i == lo[0] and not grow[0]:
+                    _faces3(below[(at + i - 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wall, value)
+                if i == hi[0] - 1 and not grow[1]:
+                    _faces3(below[(at + i + 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wall, value)
+                if s == steps:
+                    _plane(u, bm, bc, bp, ru, flat_dst, i * size, n2, a1, b1, a2, b2, c[0], c[1], c[2],
+                           flat_src, flat_dst, ahead, lines)
+                    continue
+                # whole lines of the ring; level 1 stops at src's row end (reads stay inside src)
+                a, b = a2 - a2 % 8, b2 + (-b2) % 8
+                if s == 1:
+                    b = min(b, n2 - 1)
+                _plane(u, bm, bc, bp, ru, flat, (3 * (s - 1) + i % 3) * plane + RING_PAD, rr, a1, b1, a, b,
+                       c[0], c[1], c[2], flat_src, flat_dst, ahead, lines)
+                _walls3(ring[s - 1, i % 3], RING_PAD, a1, b1, a2, b2, grow, wall, value)
+
     def _make_accel(softened):
         """A force kernel over tiles of sources, vectorised per tile (loops over
         a slice from 0).  ``softened`` (eps2 >= 1e-30, so r2 > 0 always): 1/sqrt
@@ -276,6 +424,7 @@ if numba is not None:
             a = b
 
 
+RING_PAD = 8              # cells before the first of a 3-D ring row: whole vectors of 8 can start left of it
 CACHE_BYTES = 3 << 19     # per core: about what a core's L2 holds on current x86 servers
 TILE_ROWS = 32            # 3-D sweeps go through axis 1 in tiles of this many rows
 
@@ -295,6 +444,28 @@ def heat_block(padded_shape) -> int:
 _rings: dict = {}
 
 
+def _ring(shape, steps):
+    """Reusable ring planes for a sweep of ``steps`` steps on blocks of ``shape``:
+    2-D, four rows per intermediate level; 3-D, three planes per level (inputs
+    included), rows padded to whole 64-byte lines and starting on one."""
+    key = (shape[1:], steps)
+    ring = _rings.get(key)
+    if ring is None:
+        if len(_rings) > 8:
+            _rings.clear()
+        if len(shape) == 2:
+            ring = np.empty((max(steps - 1, 1), 4) + shape[1:])
+        else:
+            rows = (shape[2] + 2 * RING_PAD + 8) // 8 * 8
+            levels = max(steps - 1, 1)
+            size = levels * 3 * shape[1] * rows
+            buf = np.zeros(size + 8)
+            at = (-buf.ctypes.data % 64) // 8
+            ring = buf[at:at + size].reshape(levels, 3, shape[1], rows)
+        ring = _rings[key] = ring
+    return ring
+
+
 def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
     """Same contract as numpy_.heat_fused, in wavefront sweeps.  A 3-D box is
     swept in tiles of axis 1 (each recomputes a few rows of its neighbours'
@@ -303,11 +474,7 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
     no tile's reach crosses a wall."""
     if any(h <= l for l, h in zip(lo, hi)):
         return
-    ring = _rings.get(src.shape[1:])
-    if ring is None or len(ring) < steps - 1:
-        if len(_rings) > 8:
-            _rings.clear()
-        ring = _rings[src.shape[1:]] = np.empty((max(steps - 1, 1), 4) + src.shape[1:])
+    ring = _ring(src.shape, steps)
     c = np.asarray(coeffs, dtype=np.float64)
     wall_kind, value = (0 if wall == "dirichlet" else 1), float(value)
     cuts = [lo[1]]
@@ -322,7 +489,8 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         tile_grow[3] = grow[3] if b == hi[1] else True
         tile_lo, tile_hi = list(lo), list(hi)
         tile_lo[1], tile_hi[1] = a, b
-        _sweep(src, dst, ring, c, steps, np.asarray(tile_lo, dtype=np.int64), np.asarray(tile_hi, dtype=np.int64),
+        sweep = _sweep3 if src.ndim == 3 else _sweep
+        sweep(src, dst, ring, c, steps, np.asarray(tile_lo, dtype=np.int64), np.asarray(tile_hi, dtype=np.int64),
                np.asarray(tile_grow, dtype=np.bool_), wall_kind, value)
 
 
