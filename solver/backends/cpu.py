@@ -4,7 +4,13 @@ on disk, so only the first run on a machine pays for compilation.
 
 Heat evaluates ((sum_d c_d ((u[-1] + u[+1]) - 2 u)) + u) in exactly the
 reference backend's order, without fast-math, so fields are bitwise equal to
-the NumPy backend's.  The n-body kernels use the same fixed tiles of global
+the NumPy backend's.  Several steps are taken per sweep along axis 0 (a
+wavefront whose intermediate levels stay in cache; steps from the L2 size).
+2-D sweeps rows.  3-D sweeps planes in tiles of axis 1, skewed by one row per
+level so that tiles hand rows on instead of recomputing them; every plane is
+one compiled loop nest on flat arrays, the intermediate levels sit in
+64-byte-aligned planes and are computed in whole vectors, and the next input
+and output planes are prefetched while the others are computed.  The n-body kernels use the same fixed tiles of global
 ids as the reference (so results still do not depend on the rank count) but
 sum inside a tile in another order, with fast-math: they agree with the
 reference to round-off (tested to 1e-12 relative).
@@ -424,6 +430,7 @@ def cache_sizes(root: str = CACHE_DIR) -> dict:
         names = sorted(n for n in os.listdir(root) if n.startswith("index"))
     except OSError:
         return sizes
+
     def read(name, field):
         with open(os.path.join(root, name, field)) as fh:
             return fh.read().strip()
