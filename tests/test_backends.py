@@ -72,3 +72,73 @@ def test_coincident_bodies_are_detected(backend):
     mod = get_backend(backend)
     x = np.array([[0.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
     assert mod.nbody_accel(x, x, np.ones(3), 0, 0.0, 1.0, np.zeros((3, 3)), i0=0) == 2
+
+
+def _random_box(rng, ndim, steps):
+    """(shape, lo, hi, grow) of a padded block: walls, or sides with ``steps``
+    valid cells beyond the box, as the heat model hands them over."""
+    n = [int(rng.integers(1, 30)) for _ in range(ndim)]
+    shape = tuple(k + 2 * steps for k in n)
+    grow = [bool(rng.integers(0, 2)) for _ in range(2 * ndim)]
+    lo, hi = [], []
+    for a in range(ndim):
+        low = int(rng.integers(steps, steps + n[a])) if grow[2 * a] else steps
+        high = int(rng.integers(low + 1, steps + n[a] + 1)) if grow[2 * a + 1] else steps + n[a]
+        lo.append(low)
+        hi.append(max(high, low + 1))
+    return shape, lo, hi, grow
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_fused_boxes_are_bitwise_equal_to_the_reference(backend, ndim, monkeypatch):
+    """Random boxes, sides and steps against the reference's heat_fused, with
+    3-D tiles from 1 row to wider than the box (short last tiles, more steps
+    than rows per tile, and the tiles the L2 size gives)."""
+    mod = get_backend(backend)
+    rng = np.random.default_rng(7)
+    for case in range(150):
+        steps = int(rng.integers(1, 10))
+        shape, lo, hi, grow = _random_box(rng, ndim, steps)
+        if hasattr(mod, "TILE_ROWS"):
+            monkeypatch.setattr(mod, "TILE_ROWS", int(rng.integers(0, 12)))
+        wall = ("dirichlet", "neumann")[case % 2]
+        coeffs = (0.11, 0.13, 0.07)[:ndim]
+        src = rng.random(shape)
+        a, b = np.full(shape, -7.0), np.full(shape, -7.0)
+        mod.heat_fused(src.copy(), a, coeffs, steps, lo, hi, grow, wall, 0.3)
+        ref.heat_fused(src.copy(), b, coeffs, steps, lo, hi, grow, wall, 0.3)
+        assert np.array_equal(a, b), (shape, steps, lo, hi, grow, wall)
+
+
+def _fake_cache(root, entries):
+    for k, (level, kind, size, shared) in enumerate(entries):
+        d = root / f"index{k}"
+        d.mkdir(parents=True)
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+        if shared is not None:
+            (d / "shared_cpu_list").write_text(f"{shared}\n")
+
+
+def test_cache_sizes_are_read_from_sysfs(tmp_path):
+    from solver.backends import cpu
+    _fake_cache(tmp_path, [(1, "Data", "48K", "0"), (1, "Instruction", "64K", "0"),
+                           (2, "Unified", "2048K", "0"), (3, "Unified", "480M", "0-3,8-11")])
+    assert cpu.cache_sizes(str(tmp_path)) == {1: 48 << 10, 2: 2 << 20, 3: (480 << 20) // 8}
+    _fake_cache(tmp_path / "other", [(2, "Unified", "1M", None), (3, "Unified", "garbage", "0")])
+    assert cpu.cache_sizes(str(tmp_path / "other")) == {2: 1 << 20}
+    assert cpu.cache_sizes(str(tmp_path / "missing")) == {}
+
+
+def test_steps_per_sweep_follow_the_cache():
+    from solver.backends import cpu
+    assert cpu.heat_block((4098, 4098), l2=2 << 20) == 8        # 2-D: rings of 4 rows in 3/4 of L2
+    assert cpu.heat_block((16386, 16386), l2=2 << 20) == 3
+    assert cpu.heat_block((258, 258, 258), l2=2 << 20) == 8
+    assert cpu.heat_block((258, 258, 258), l2=1 << 20) < 8
+    assert cpu.heat_block((258, 258, 258), l2=64 << 10) == 1
+    for shape in ((34, 34, 34), (258, 258, 258), (1026, 1026, 1026)):
+        for steps in range(1, 9):
+            assert cpu._tile_rows(shape, steps, l2=2 << 20) >= steps

@@ -4,7 +4,13 @@ on disk, so only the first run on a machine pays for compilation.
 
 Heat evaluates ((sum_d c_d ((u[-1] + u[+1]) - 2 u)) + u) in exactly the
 reference backend's order, without fast-math, so fields are bitwise equal to
-the NumPy backend's.  The n-body kernels use the same fixed tiles of global
+the NumPy backend's.  Several steps are taken per sweep along axis 0 (a
+wavefront whose intermediate levels stay in cache; steps from the L2 size).
+2-D sweeps rows.  3-D sweeps planes in tiles of axis 1, skewed by one row per
+level so that tiles hand rows on instead of recomputing them; every plane is
+one compiled loop nest on flat arrays, the intermediate levels sit in
+64-byte-aligned planes and are computed in whole vectors, and the next input
+and output planes are prefetched while the others are computed.  The n-body kernels use the same fixed tiles of global
 ids as the reference (so results still do not depend on the rank count) but
 sum inside a tile in another order, with fast-math: they agree with the
 reference to round-off (tested to 1e-12 relative).
@@ -57,6 +63,10 @@ def available():
 
 
 if numba is not None:
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
     # Rows are taken as 1-D views shifted by one cell, so the inner loop has
     # no index arithmetic that could wrap around: LLVM vectorises it.
     @njit(cache=True, nogil=True, boundscheck=False)
@@ -66,15 +76,6 @@ if numba is not None:
             t0 = ((um[j] + up[j]) - 2.0 * u) * c0
             t1 = ((ul[j] + ur[j]) - 2.0 * u) * c1
             out[j] = (t0 + t1) + u
-
-    @njit(cache=True, nogil=True, boundscheck=False)
-    def _row3(um, up, vm, vp, wm, wp, u0, out, n, c0, c1, c2):
-        for k in range(n):
-            u = u0[k]
-            t0 = ((um[k] + up[k]) - 2.0 * u) * c0
-            t1 = ((vm[k] + vp[k]) - 2.0 * u) * c1
-            t2 = ((wm[k] + wp[k]) - 2.0 * u) * c2
-            out[k] = ((t0 + t1) + t2) + u
 
     @njit(cache=True, nogil=True, boundscheck=False)
     def _mirrored(edge, wall, value):
@@ -94,7 +95,8 @@ if numba is not None:
         b = hi[axis] + (e if grow[2 * axis + 1] else 0)
         return a, b
 
-    def _walls1(slab, lo, hi, grow, e, wall, value):
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _walls(slab, lo, hi, grow, e, wall, value):
         """Wall ghosts of one 2-D row along axis 1 (the row's own axis)."""
         a, b = _span(lo, hi, grow, 1, e)
         if not grow[2]:
@@ -102,69 +104,21 @@ if numba is not None:
         if not grow[3]:
             slab[b] = _mirrored(slab[b - 1], wall, value)
 
-    def _walls2(slab, lo, hi, grow, e, wall, value):
-        """Wall ghosts of one 3-D plane along axes 1 and 2."""
-        a1, b1 = _span(lo, hi, grow, 1, e)
-        a2, b2 = _span(lo, hi, grow, 2, e)
-        for j in range(a1, b1):
-            if not grow[4]:
-                slab[j, a2 - 1] = _mirrored(slab[j, a2], wall, value)
-            if not grow[5]:
-                slab[j, b2] = _mirrored(slab[j, b2 - 1], wall, value)
-        if not grow[2]:
-            _mirror(slab[a1 - 1, a2:b2], slab[a1, a2:b2], wall, value)
-        if not grow[3]:
-            _mirror(slab[b1, a2:b2], slab[b1 - 1, a2:b2], wall, value)
-
-    def _slab1(um, uc, up, out, lo, hi, grow, e, c):
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _slab(um, uc, up, out, lo, hi, grow, e, c):
+        """Level s of one 2-D row from level s - 1's three."""
         a, b = _span(lo, hi, grow, 1, e)
         _row(um[a:b], up[a:b], uc[a - 1:b - 1], uc[a + 1:b + 1], uc[a:b], out[a:b], b - a, c[0], c[1])
 
-    def _slab2(um, uc, up, out, lo, hi, grow, e, c):
-        a1, b1 = _span(lo, hi, grow, 1, e)
-        a, b = _span(lo, hi, grow, 2, e)
-        for j in range(a1, b1):
-            _row3(um[j, a:b], up[j, a:b], uc[j - 1, a:b], uc[j + 1, a:b], uc[j, a - 1:b - 1], uc[j, a + 1:b + 1],
-                  uc[j, a:b], out[j, a:b], b - a, c[0], c[1], c[2])
-
-    def _faces1(ghost, edge, lo, hi, grow, e, wall, value):
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _faces(ghost, edge, lo, hi, grow, e, wall, value):
         """The ghost row beyond an axis-0 wall, from the edge row."""
         a, b = _span(lo, hi, grow, 1, e)
         _mirror(ghost[a:b], edge[a:b], wall, value)
 
-    def _faces2(ghost, edge, lo, hi, grow, e, wall, value):
-        """The ghost plane beyond an axis-0 wall, from the edge plane."""
-        a1, b1 = _span(lo, hi, grow, 1, e)
-        a, b = _span(lo, hi, grow, 2, e)
-        for j in range(a1, b1):
-            _mirror(ghost[j, a:b], edge[j, a:b], wall, value)
-
-    # One sweep for 2-D and 3-D: these pick the row (2-D) or plane (3-D)
-    # version by the slab's dimension when the sweep is compiled.
-    def _slab(um, uc, up, out, lo, hi, grow, e, c):
-        """Level s of one slab (row or plane) from level s - 1's three."""
-
-    def _walls(slab, lo, hi, grow, e, wall, value):
-        """Wall ghosts inside one slab."""
-
-    def _faces(ghost, edge, lo, hi, grow, e, wall, value):
-        """The ghost slab beyond an axis-0 wall, from the edge slab."""
-
-    @numba.extending.overload(_slab)
-    def _slab_by_ndim(um, uc, up, out, lo, hi, grow, e, c):
-        return (_slab1 if um.ndim == 1 else _slab2)
-
-    @numba.extending.overload(_walls)
-    def _walls_by_ndim(slab, lo, hi, grow, e, wall, value):
-        return (_walls1 if slab.ndim == 1 else _walls2)
-
-    @numba.extending.overload(_faces)
-    def _faces_by_ndim(ghost, edge, lo, hi, grow, e, wall, value):
-        return (_faces1 if ghost.ndim == 1 else _faces2)
-
     @njit(cache=True, nogil=True, boundscheck=False)
     def _sweep(src, dst, ring, c, steps, lo, hi, grow, wall, value):
-        """``steps`` FTCS steps in one sweep along axis 0 (a wavefront): at sweep
+        """``steps`` FTCS steps of a 2-D box in one sweep along axis 0 (a wavefront): at sweep
         position r, level s computes slab r - s + 1 from level s - 1, whose
         slabs live in a ring of four per level, so each cell goes to and from
         memory once per ``steps`` steps instead of once per step.
@@ -202,6 +156,175 @@ if numba is not None:
                         _faces(ring[s - 1, (i - 1) & 3], out, lo, hi, grow, e, wall, value)
                     if i == hi[0] - 1 and not grow[1]:
                         _faces(ring[s - 1, (i + 1) & 3], out, lo, hi, grow, e, wall, value)
+
+    def _make_prefetch(rw):
+        """A hint to fetch the cache line of ``ary[index]`` (a flat C array)
+        ahead of its use, to read (rw 0) or to write (1): no result, and no
+        fault even past the array's end."""
+        @intrinsic
+        def prefetch(typingctx, ary, index):
+            def codegen(context, builder, signature, args):
+                data = context.make_array(signature.args[0])(context, builder, args[0]).data
+                byte = ir.IntType(8).as_pointer()
+                i32 = ir.IntType(32)
+                fnty = ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+                builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), byte), i32(rw), i32(2), i32(1)])
+                return context.get_dummy_value()
+            return types.void(ary, index), codegen
+        return prefetch
+
+    _prefetch_read, _prefetch_write = _make_prefetch(0), _make_prefetch(1)
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _ahead(src, dst, ahead, lines):
+        """Up to ``lines`` prefetches from each memory stream: ahead[0:2] is
+        the range of ``src`` to be read next, ahead[2:4] that of ``dst`` to be
+        written next (flat indices), so that their lines arrive while this
+        plane is computed instead of stalling the loads and stores later."""
+        for _ in range(lines):
+            if ahead[0] < ahead[1]:
+                _prefetch_read(src, ahead[0])
+                ahead[0] += 8
+            if ahead[2] < ahead[3]:
+                _prefetch_write(dst, ahead[2])
+                ahead[2] += 8
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _plane(u, bm, bc, bp, ru, out, bo, ro, a1, b1, a2, b2, c0, c1, c2, src, dst, ahead, lines):
+        """Cells [a1, b1) x [a2, b2) of one plane, into ``out`` (flat; the
+        plane's cell (0, 0) at bo, rows of ro cells) from the planes below,
+        at and above it in ``u`` (flat; at bm, bc, bp, rows of ru), with a
+        few prefetches per row (_ahead).  Unsigned flat indices have no
+        negative-index wrap-around to check, so the k loop is plain vector
+        code, and no views are made per row."""
+        one = np.uint64(1)
+        r = np.uint64(ru)
+        n = np.uint64(b2 - a2)
+        for j in range(a1, b1):
+            _ahead(src, dst, ahead, lines)
+            at = j * ru + a2
+            m, c, p = np.uint64(bm + at), np.uint64(bc + at), np.uint64(bp + at)
+            o = np.uint64(bo + j * ro + a2)
+            for k in range(n):
+                x = u[c + k]
+                t0 = ((u[m + k] + u[p + k]) - 2.0 * x) * c0
+                t1 = ((u[c + k - r] + u[c + k + r]) - 2.0 * x) * c1
+                t2 = ((u[c + k - one] + u[c + k + one]) - 2.0 * x) * c2
+                out[o + k] = ((t0 + t1) + t2) + x
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _walls3(slab, k0, a1, b1, a2, b2, grow, wall, value):
+        """Wall ghosts of one plane's box [a1, b1) x [a2, b2) along axes 1 and
+        2 (``slab``'s column k0 + k holds cell k)."""
+        a, b = k0 + a2, k0 + b2
+        for j in range(a1, b1):
+            if not grow[4]:
+                slab[j, a - 1] = _mirrored(slab[j, a], wall, value)
+            if not grow[5]:
+                slab[j, b] = _mirrored(slab[j, b - 1], wall, value)
+        if not grow[2]:
+            _mirror(slab[a1 - 1, a:b], slab[a1, a:b], wall, value)
+        if not grow[3]:
+            _mirror(slab[b1, a:b], slab[b1 - 1, a:b], wall, value)
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _faces3(ghost, edge, k0, a1, b1, a2, b2, wall, value):
+        """The ghost plane beyond an axis-0 wall, from the edge plane."""
+        for j in range(a1, b1):
+            _mirror(ghost[j, k0 + a2:k0 + b2], edge[j, k0 + a2:k0 + b2], wall, value)
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _copy(dst, d, src, s, n):
+        for k in range(n):
+            dst[d + k] = src[s + k]
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _sweep3(src, dst, ring, kept, c, steps, lo, hi, grow, cuts, wall, value):
+        """_sweep for 3-D blocks, in tiles of axis 1 (cut at ``cuts``) skewed
+        by one row per level: tile t computes rows [cuts[t] + e, cuts[t + 1] + e)
+        of the level e steps short of the last (the first and last tiles
+        reach the box's ends), so what a level needs from the tile before is
+        its last two rows of the level below, kept for every plane in ``kept``
+        (levels, planes, 2 rows): no tile recomputes another's cells.
+
+        Level s - 1 of plane i lives in ring[s - 2, i % 3], whose rows are
+        padded to whole 64-byte lines with cell 0 at RING_PAD: the levels
+        between the first and the last are computed from one line boundary to
+        the next (a few cells beyond their rows, never read as valid), so most
+        of their vector loads and all their stores are aligned.  Level 1 reads
+        ``src`` and the last level writes ``dst`` in place; their next planes
+        are prefetched while the others are computed.  Ghost planes beyond an
+        axis-0 wall are mirrored just before the next level reads them, which
+        is why three slots suffice."""
+        n1, n2 = src.shape[1], src.shape[2]
+        size = n1 * n2
+        rr = ring.shape[3]
+        plane = n1 * rr
+        flat, flat_src, flat_dst, flat_kept = ring.reshape(-1), src.reshape(-1), dst.reshape(-1), kept.reshape(-1)
+        first, last = _span(lo, hi, grow, 0, steps - 1)
+        tiles = cuts.shape[0] - 1
+        sides = grow.copy()
+        ahead = np.zeros(4, np.int64)
+        for t in range(tiles):
+            sides[2] = grow[2] if t == 0 else True            # the wall ghosts of axis 1 are the end tiles'
+            sides[3] = grow[3] if t == tiles - 1 else True
+            x0, x1 = cuts[t], cuts[t + 1]
+            # prefetches per row computed; none in one step, whose plain streams the hardware
+            # prefetchers follow better alone (measured)
+            lines = (x1 - x0 + 2) * n2 // (8 * steps * (x1 - x0)) + 1 if steps > 1 else 0
+            for r in range(first, hi[0] + steps - 1):
+                ahead[:] = 0
+                if r + 2 <= last:                            # level 1's rows of the plane after next
+                    ahead[0] = (r + 2) * size + (x0 + steps - 2) * n2
+                    ahead[1] = (r + 2) * size + (x1 + steps) * n2
+                if lo[0] <= r - steps + 2 < hi[0]:           # the last level's rows of the next plane
+                    ahead[2] = (r - steps + 2) * size + x0 * n2 + lo[2]
+                    ahead[3] = (r - steps + 2) * size + (x1 - 1) * n2 + hi[2]
+                for s in range(1, steps + 1):
+                    e = steps - s
+                    i = r - s + 1
+                    a, b = _span(lo, hi, grow, 0, e)
+                    if i < a or i >= b:
+                        continue
+                    a1, b1 = _span(lo, hi, grow, 1, e)
+                    a1 = a1 if t == 0 else x0 + e
+                    b1 = b1 if t == tiles - 1 else x1 + e
+                    a2, b2 = _span(lo, hi, grow, 2, e)
+                    if s == 1:                               # level 0 is src: its wall ghosts go there
+                        _walls3(src[i], 0, a1, b1, a2, b2, sides, wall, value)
+                        u, ru, k0, bm, bc, bp = flat_src, n2, 0, (i - 1) * size, i * size, (i + 1) * size
+                        below = src[i - 1:i + 2]
+                        at = 1 - i % 3                       # below[(at + i) % 3] is plane i
+                    else:
+                        u, ru, k0 = flat, rr, RING_PAD
+                        base = 3 * (s - 2)
+                        bm = (base + (i - 1) % 3) * plane + RING_PAD
+                        bc = (base + i % 3) * plane + RING_PAD
+                        bp = (base + (i + 1) % 3) * plane + RING_PAD
+                        below = ring[s - 2]
+                        at = 0
+                    if i == lo[0] and not grow[0]:
+                        _faces3(below[(at + i - 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wall, value)
+                    if i == hi[0] - 1 and not grow[1]:
+                        _faces3(below[(at + i + 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wall, value)
+                    if s == steps:
+                        _plane(u, bm, bc, bp, ru, flat_dst, i * size, n2, a1, b1, a2, b2, c[0], c[1], c[2],
+                               flat_src, flat_dst, ahead, lines)
+                        continue
+                    # whole lines of the ring; level 1 stops at src's row end (reads stay inside src)
+                    a, b = a2 - a2 % 8, b2 + (-b2) % 8
+                    if s == 1:
+                        b = min(b, n2 - 1)
+                    out = (3 * (s - 1) + i % 3) * plane
+                    _plane(u, bm, bc, bp, ru, flat, out + RING_PAD, rr, a1, b1, a, b,
+                           c[0], c[1], c[2], flat_src, flat_dst, ahead, lines)
+                    _walls3(ring[s - 1, i % 3], RING_PAD, a1, b1, a2, b2, sides, wall, value)
+                    keep = ((s - 1) * kept.shape[1] + i) * 2 * rr
+                    if t > 0:                                # the tile before's last two rows
+                        _copy(flat, out + (a1 - 2) * rr, flat_kept, keep, 2 * rr)
+                    if t < tiles - 1:
+                        _copy(flat_kept, keep, flat, out + (b1 - 2) * rr, 2 * rr)
 
     def _make_accel(softened):
         """A force kernel over tiles of sources, vectorised per tile (loops over
@@ -276,54 +399,160 @@ if numba is not None:
             a = b
 
 
-CACHE_BYTES = 3 << 19     # per core: about what a core's L2 holds on current x86 servers
-TILE_ROWS = 32            # 3-D sweeps go through axis 1 in tiles of this many rows
+RING_PAD = 8              # cells before the first of a 3-D ring row: whole vectors of 8 can start left of it
+CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+FALLBACK_L2 = 1 << 20     # per core, when the machine does not say: what most x86 server cores have at least
+TILE_ROWS = None          # 3-D tiles: rows of axis 1 per tile (None: from the L2 size)
 
 
-def _slab_bytes(padded_shape) -> int:
-    """What one slab of a sweep touches: a row (2-D), a tile of a plane (3-D)."""
-    rows = padded_shape[1:-1]
-    return 8 * padded_shape[-1] * (min(rows[0], TILE_ROWS) if rows else 1)
+def _size(text: str) -> int:
+    """Bytes of a sysfs cache size: '48K', '2048K', '1M', '512'."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
 
 
-def heat_block(padded_shape) -> int:
-    """Steps per sweep: as many as keep every level's ring of four slabs in
-    the cache budget, at most 8."""
-    return max(1, min(8, 1 + CACHE_BYTES // (4 * _slab_bytes(padded_shape))))
+def _count(cpus: str) -> int:
+    """CPUs in a sysfs list such as '0-3,8-11'."""
+    n = 0
+    for part in cpus.strip().split(","):
+        a, _, b = part.partition("-")
+        n += int(b or a) - int(a) + 1 if a else 0
+    return n
+
+
+def cache_sizes(root: str = CACHE_DIR) -> dict:
+    """{level: bytes per core} of the data and unified caches sysfs lists
+    under ``root`` (a cache shared by several CPUs is split among them);
+    {} where there is no such directory or it cannot be read."""
+    sizes = {}
+    try:
+        names = sorted(n for n in os.listdir(root) if n.startswith("index"))
+    except OSError:
+        return sizes
+
+    def read(name, field):
+        with open(os.path.join(root, name, field)) as fh:
+            return fh.read().strip()
+
+    for name in names:
+        try:
+            if read(name, "type") not in ("Data", "Unified"):
+                continue
+            try:
+                sharing = max(1, _count(read(name, "shared_cpu_list")))
+            except OSError:
+                sharing = 1
+            sizes[int(read(name, "level"))] = _size(read(name, "size")) // sharing
+        except (OSError, ValueError):
+            continue
+    return sizes
+
+
+_l2 = None
+
+
+def l2_bytes() -> int:
+    """This machine's L2 cache per core: from sysfs, else sysconf, else FALLBACK_L2."""
+    global _l2
+    if _l2 is None:
+        _l2 = cache_sizes().get(2, 0)
+        if not _l2:
+            try:
+                _l2 = max(0, os.sysconf("SC_LEVEL2_CACHE_SIZE"))
+            except (ValueError, OSError, AttributeError):
+                _l2 = 0
+        _l2 = _l2 or FALLBACK_L2
+    return _l2
+
+
+def _ring_row(n2) -> int:
+    """Cells per 3-D ring row: RING_PAD before, room for whole vectors after, whole lines."""
+    return (n2 + 2 * RING_PAD + 8) // 8 * 8
+
+
+def _tile_rows(padded_shape, steps, l2=None) -> int:
+    """Rows per 3-D tile: as many as keep a tile's working set, about
+    (3 (steps - 1) + 6) rows of every tile row (three ring slots per
+    intermediate level, the three input planes level 1 reads, and the input
+    and output lines passing through), within 60% of L2 (measured: more
+    than that and the sweep slows sharply); at least ``steps``."""
+    if TILE_ROWS:
+        return max(TILE_ROWS, steps)
+    row = 8 * _ring_row(padded_shape[2])
+    budget = 0.6 * (l2 or l2_bytes())
+    return max(steps, int(budget // ((3 * steps + 3) * row)) - 2)
+
+
+def heat_block(padded_shape, l2=None) -> int:
+    """Steps per sweep, at most 8, from the L2 size.  2-D: as many as keep
+    every level's ring of four rows within 3/4 of L2.  3-D: the most that
+    still leave tiles (_tile_rows) of at least twice as many rows as steps,
+    so that the steps are not bought with thin tiles."""
+    l2 = l2 or l2_bytes()
+    if len(padded_shape) == 2:
+        return max(1, min(8, 1 + int(0.75 * l2) // (4 * 8 * padded_shape[-1])))
+    for steps in range(8, 1, -1):
+        if _tile_rows(padded_shape, steps, l2) >= 2 * steps:
+            return steps
+    return 1
 
 
 _rings: dict = {}
 
 
-def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
-    """Same contract as numpy_.heat_fused, in wavefront sweeps.  A 3-D box is
-    swept in tiles of axis 1 (each recomputes a few rows of its neighbours'
-    as it goes: the price of a ring that stays in cache).  Tiles are at least
-    as wide as the steps taken (a short last tile joins the one before), so
-    no tile's reach crosses a wall."""
-    if any(h <= l for l, h in zip(lo, hi)):
-        return
-    ring = _rings.get(src.shape[1:])
-    if ring is None or len(ring) < steps - 1:
+def _kept(shape, steps, row):
+    """Reusable rows that 3-D tiles hand on to the next: two per level and plane."""
+    key = ("kept", shape[0], steps, row)
+    if key not in _rings:
+        _rings[key] = np.zeros((max(steps - 1, 1), shape[0], 2, row))
+    return _rings[key]
+
+
+def _ring(shape, steps):
+    """Reusable ring planes for a sweep of ``steps`` steps on blocks of ``shape``:
+    2-D, four rows per intermediate level; 3-D, three planes per intermediate
+    level, rows padded to whole 64-byte lines and starting on one."""
+    key = (shape[1:], steps)
+    ring = _rings.get(key)
+    if ring is None:
         if len(_rings) > 8:
             _rings.clear()
-        ring = _rings[src.shape[1:]] = np.empty((max(steps - 1, 1), 4) + src.shape[1:])
+        if len(shape) == 2:
+            ring = np.empty((max(steps - 1, 1), 4) + shape[1:])
+        else:
+            rows = _ring_row(shape[2])
+            levels = max(steps - 1, 1)
+            size = levels * 3 * shape[1] * rows
+            buf = np.zeros(size + 8)
+            at = (-buf.ctypes.data % 64) // 8
+            ring = buf[at:at + size].reshape(levels, 3, shape[1], rows)
+        _rings[key] = ring
+    return ring
+
+
+def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
+    """Same contract as numpy_.heat_fused, in wavefront sweeps.  A 3-D box is
+    swept in skewed tiles of axis 1 (see _sweep3), at least as wide as the
+    steps taken (a short last tile joins the one before), so no tile's level
+    is empty and none reaches past a wall."""
+    if any(h <= l for l, h in zip(lo, hi)):
+        return
+    ring = _ring(src.shape, steps)
     c = np.asarray(coeffs, dtype=np.float64)
     wall_kind, value = (0 if wall == "dirichlet" else 1), float(value)
-    cuts = [lo[1]]
-    if src.ndim == 3:
-        width = max(TILE_ROWS, steps)
-        cuts = list(range(lo[1], hi[1], width))
-        if len(cuts) > 1 and hi[1] - cuts[-1] < max(width // 2, steps):
-            cuts.pop()
-    for a, b in zip(cuts, cuts[1:] + [hi[1]]):
-        tile_grow = list(grow)
-        tile_grow[2] = grow[2] if a == lo[1] else True
-        tile_grow[3] = grow[3] if b == hi[1] else True
-        tile_lo, tile_hi = list(lo), list(hi)
-        tile_lo[1], tile_hi[1] = a, b
-        _sweep(src, dst, ring, c, steps, np.asarray(tile_lo, dtype=np.int64), np.asarray(tile_hi, dtype=np.int64),
-               np.asarray(tile_grow, dtype=np.bool_), wall_kind, value)
+    lo, hi, grow = (np.asarray(x, dtype=np.int64) for x in (lo, hi, grow))
+    grow = grow.astype(np.bool_)
+    if src.ndim == 2:
+        _sweep(src, dst, ring, c, steps, lo, hi, grow, wall_kind, value)
+        return
+    width = _tile_rows(src.shape, steps)
+    cuts = list(range(lo[1], hi[1], width))
+    if len(cuts) > 1 and hi[1] - cuts[-1] < max(width // 2, steps):
+        cuts.pop()
+    cuts.append(hi[1])
+    kept = _kept(src.shape, steps, ring.shape[3])
+    _sweep3(src, dst, ring, kept, c, steps, lo, hi, grow, np.asarray(cuts, dtype=np.int64), wall_kind, value)
 
 
 def _columns(x):

@@ -132,8 +132,13 @@ class HeatModel(Clocked):
         self.halo = HaloExchange(self.decomp, np.float64, backend, width=g)
         inner = [[not self.decomp.at_wall(a, side) for side in (0, 1)] for a in range(len(n))]
         interior, border = split_boxes(n, g, inner)
-        # swept while the halo travels, in pieces along axis 0 with MPI progress between them
-        self._interior = _pieces((interior, self._grow(interior)), g) if interior else None
+        # swept while the halo travels, in pieces along axis 0 with MPI progress between them (pieces
+        # recompute each other's edges, so a block with no neighbour to hear from is swept whole)
+        talks = any(any(sides) for sides in inner)
+        self._interior = None
+        if interior:
+            whole = (interior, self._grow(interior))
+            self._interior = _pieces(whole, g) if talks else [whole]
         self._border = [(box, self._grow(box)) for box in border]
         self._inner = tuple(slice(g, k + g) for k in n)
         self._mode = None        # the sine start's shape (in the backend's memory), for the error diagnostic
