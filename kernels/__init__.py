@@ -13,7 +13,7 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIALECTS = ("cuda", "opencl")
-FAMILIES = ("heat", "nbody", "reduce")
+FAMILIES = ("heat", "halo", "nbody", "reduce")
 # constants every kernel may use: the n-body tile (the same fixed tiles of
 # global ids as the CPU backends) and the reduction's work-group size
 CONSTANTS = {"TILE": 256, "GROUP": 256}

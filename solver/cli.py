@@ -132,7 +132,7 @@ def cmd_run(args, comm) -> int:
     output_dir = out.path = shown_path(out.path)
     helper = None
     try:                                 # bad input found from here on leaves no trace of the claim
-        backend = agree(comm, get_backend, settings.backend, comm, settings.device)
+        backend = agree(comm, get_backend, settings.backend, comm, settings.device, settings.gpu_aware_mpi)
         settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
         model = agree(comm, make_model, settings, comm, backend, restart)
         agree(comm, model.set_initial)

@@ -96,7 +96,7 @@ COMMON: dict[str, dict[str, Any]] = {
         "dir": "", "checkpoint_every": 0, "keep": 3, "background": True,
         "log_every": 0, "status_port": 0, "snapshots": False,
     },
-    "backend": {"name": "auto", "device": -1},
+    "backend": {"name": "auto", "device": -1, "gpu_aware_mpi": False},
 }
 
 
@@ -141,6 +141,7 @@ class Settings:
     backend: str
     name: str = "default"     # run name: the config file's stem
     device: int = -1          # backend.device: the device index on each node; -1: by the rank on the node
+    gpu_aware_mpi: bool = False   # backend.gpu_aware_mpi: halo messages straight from device memory
 
     def __getattr__(self, key):
         models = self.__dict__.get("models") or {}
@@ -165,7 +166,7 @@ class Settings:
             **{section: dataclasses.asdict(value) for section, value in self.models.items()},
             "time": dataclasses.asdict(self.time),
             "output": dataclasses.asdict(self.output),
-            "backend": {"name": self.backend, "device": self.device},
+            "backend": {"name": self.backend, "device": self.device, "gpu_aware_mpi": self.gpu_aware_mpi},
         }
         if self.time.t_end is not None:
             del d["time"]["steps"]         # the end is t_end; steps is derived from it
@@ -311,8 +312,9 @@ def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict) -> 
         raise ConfigError(f"output.status_port: must be a TCP port (1-65535) or 0 for off, got {output.status_port}")
     backend = choice("backend.name", c["backend"]["name"], BACKENDS)
     device = integer("backend.device", c["backend"]["device"], lo=-1)
+    gpu_aware = boolean("backend.gpu_aware_mpi", c["backend"]["gpu_aware_mpi"])
     return Settings(kind=kind, models=sections, time=time, output=output, backend=backend, name=name,
-                    device=device)
+                    device=device, gpu_aware_mpi=gpu_aware)
 
 
 # ----------------------------------------------------------------------------

@@ -154,3 +154,14 @@ def test_a_device_that_is_not_there_is_one_line_and_exit_2(tmp_path, np_):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "backend.device: there is no OpenCL device 7" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not status()["opencl"][0], reason="no OpenCL device")
+def test_gpu_aware_mpi_on_a_backend_without_device_buffers_is_refused(tmp_path):
+    from conftest import run_solver
+    r = run_solver(["--backend", "opencl", "--set", "backend.gpu_aware_mpi=true", "--set", "time.steps=2",
+                    "--output", str(tmp_path / "r")], np=2)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend.gpu_aware_mpi: the opencl backend has no device buffers" in lines[0]
+    assert not (tmp_path / "r").exists()

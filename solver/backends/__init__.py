@@ -9,8 +9,11 @@
                       whether every value in a box of an array is finite (one flag back)
     box_stats(array, box), box_error(array, box, mode, factor, background)
                       the heat diagnostics' sums, a few numbers back
+    halo_buffer(shape, dtype)
+                      a message buffer for a halo region (host memory, page-locked
+                      where that helps, or device memory for a CUDA-aware MPI)
     pack(array, where, out), unpack(buf, array, where)
-                      a halo region to and from a contiguous host buffer
+                      a halo region to and from such a buffer
     bind(comm, device)
                       optional, collective: pick this rank's device (device backends)
     heat_block(padded_shape)
@@ -53,13 +56,19 @@ def status() -> dict[str, tuple[bool, str]]:
     return out
 
 
-def get_backend(name: str, comm=None, device: int = -1):
+def get_backend(name: str, comm=None, device: int = -1, gpu_aware_mpi: bool = False):
     """The backend module for ``name`` ("auto": the best one available).
     With ``comm`` (collective), a device backend also picks this rank's
-    device (``bind``): ``device``, or -1 for the rank's index on its node."""
+    device (``bind``): ``device``, or -1 for the rank's index on its node;
+    ``gpu_aware_mpi``: hand device buffers straight to MPI."""
     mod = _find(name)
+    if gpu_aware_mpi and not hasattr(mod, "use_gpu_aware_mpi"):
+        raise ConfigError(f"backend.gpu_aware_mpi: the {mod.name} backend has no device buffers to hand to MPI; "
+                          f"it applies to the cuda backend")
     if comm is not None and hasattr(mod, "bind"):
         mod.bind(comm, device)
+        if gpu_aware_mpi:
+            mod.use_gpu_aware_mpi()
     return mod
 
 

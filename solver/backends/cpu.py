@@ -23,7 +23,8 @@ import sys
 
 import numpy as np
 
-from .numpy_ import TILE, all_finite, box_error, box_stats, from_host, pack, to_host, unpack, zeros  # noqa: F401  (host arrays)
+from .numpy_ import (TILE, all_finite, box_error, box_stats, from_host, halo_buffer, pack,  # noqa: F401
+                     to_host, unpack, zeros)                                            # (host arrays)
 
 name = "cpu"
 

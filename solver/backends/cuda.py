@@ -4,10 +4,11 @@ nvcc with ``--fmad=false`` so that the device rounds like the NumPy
 reference, and with warnings as errors.
 
 The design is the ``opencl`` backend's: heat state stays on the device
-(``DeviceArray``), halo regions travel by 3-D memory copies to host buffers
-and MPI, kernels are queued on the default stream while the host drives
-MPI, and reductions bring back a few numbers; n-body state stays on the
-host.  One context per rank, the primary context of the device picked by
+(``DeviceArray``), halo regions are gathered by a kernel into contiguous
+device memory and copied to page-locked host buffers for MPI (or, with
+``backend.gpu_aware_mpi``, handed to a CUDA-aware MPI as device memory),
+kernels are queued on the default stream while the host drives MPI, and
+reductions bring back a few numbers; n-body state stays on the host.  One context per rank, the primary context of the device picked by
 node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies),
 or ``backend.device``; never ``pycuda.autoinit``; it is popped at exit.  Without a driver or a device the backend says why and is not
 used.  Its kernels run the code paths the ``opencl`` backend runs in CI,
@@ -200,6 +201,11 @@ class DeviceArray:
         self.nbytes = self.size * self.dtype.itemsize
         self.buffer = _driver().mem_alloc(max(self.nbytes, self.dtype.itemsize))
 
+    @property
+    def __cuda_array_interface__(self):
+        """What mpi4py reads to hand this memory to a CUDA-aware MPI."""
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.buffer), False), "version": 3}
+
 
 def zeros(shape, dtype=np.float64) -> DeviceArray:
     out = DeviceArray(shape, dtype)
@@ -224,38 +230,72 @@ def to_host(array) -> np.ndarray:
     return out
 
 
-def _copy3d(array, where, host, to_device):
-    """One 3-D copy between the box ``where`` of ``array`` and a contiguous host buffer."""
-    drv = _driver()
-    item = array.dtype.itemsize
+def use_gpu_aware_mpi():
+    """Halo messages go straight from and to device memory (the MPI library
+    must be CUDA-aware; mpi4py takes ``__cuda_array_interface__`` objects)."""
+    _state["gpu_aware"] = True
+
+
+def halo_buffer(shape, dtype):
+    """A halo region's message buffer: page-locked host memory (fast copies),
+    or device memory with a CUDA-aware MPI."""
+    if _state.get("gpu_aware"):
+        return DeviceArray(shape, dtype)
+    return _driver().pagelocked_empty(tuple(shape), dtype)
+
+
+_staging: dict = {}
+
+
+def _stage(count, dtype):
+    key = (count, np.dtype(dtype).str)
+    if key not in _staging:
+        _staging[key] = _driver().mem_alloc(max(1, count) * np.dtype(dtype).itemsize)
+    return _staging[key]
+
+
+def _region(array, where):
     shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
     where = (slice(0, 1),) * (3 - len(where)) + tuple(where)
-    sizes = [s.stop - s.start for s in where]
-    copy = drv.Memcpy3D()
-    if to_device:
-        copy.set_src_host(host)
-        copy.src_pitch, copy.src_height = sizes[2] * item, sizes[1]
-        copy.set_dst_device(array.buffer)
-        copy.dst_x_in_bytes, copy.dst_y, copy.dst_z = where[2].start * item, where[1].start, where[0].start
-        copy.dst_pitch, copy.dst_height = shape[2] * item, shape[1]
-    else:
-        copy.set_src_device(array.buffer)
-        copy.src_x_in_bytes, copy.src_y, copy.src_z = where[2].start * item, where[1].start, where[0].start
-        copy.src_pitch, copy.src_height = shape[2] * item, shape[1]
-        copy.set_dst_host(host)
-        copy.dst_pitch, copy.dst_height = sizes[2] * item, sizes[1]
-    copy.width_in_bytes, copy.height, copy.depth = sizes[2] * item, sizes[1], sizes[0]
-    copy()
+    m = [s.stop - s.start for s in where]
+    count = int(np.prod(m))
+    args = [np.int64(shape[1]), np.int64(shape[2])] + [np.int64(s.start) for s in where] + \
+        [np.int64(m[1]), np.int64(m[2]), np.int64(count)]
+    return args, count
+
+
+def _each_cell(kernel, count, *args):
+    from .. import kernels
+    group = kernels.CONSTANTS["GROUP"]
+    kernel(*args, block=(group, 1, 1), grid=(max(1, -(-count // group)), 1))
 
 
 def pack(array, where, out):
-    """``out`` = ``array[where]`` (device -> host; waits for the kernels before it)."""
-    _copy3d(array, where, out, to_device=False)
+    """``out`` = ``array[where]``: the halo_pack kernel gathers the region
+    into contiguous device memory, then one copy to the host buffer (which
+    waits for the kernels before it); with a CUDA-aware MPI ``out`` is on
+    the device and the device is synchronised before MPI reads it."""
+    args, count = _region(array, where)
+    prg = _program("double")
+    if isinstance(out, DeviceArray):
+        _each_cell(prg.halo_pack, count, array.buffer, *args, out.buffer)
+        _driver().Context.synchronize()
+        return
+    stage = _stage(count, array.dtype)
+    _each_cell(prg.halo_pack, count, array.buffer, *args, stage)
+    _driver().memcpy_dtoh(out, stage)
 
 
 def unpack(buf, array, where):
-    """``array[where]`` = ``buf`` (host -> device)."""
-    _copy3d(array, where, buf, to_device=True)
+    """``array[where]`` = ``buf`` (a host or, with a CUDA-aware MPI, a device buffer)."""
+    args, count = _region(array, where)
+    prg = _program("double")
+    if isinstance(buf, DeviceArray):
+        _each_cell(prg.halo_unpack, count, array.buffer, *args, buf.buffer)
+        return
+    stage = _stage(count, array.dtype)
+    _driver().memcpy_htod(stage, buf)
+    _each_cell(prg.halo_unpack, count, array.buffer, *args, stage)
 
 
 # ----------------------------------------------------------------------------

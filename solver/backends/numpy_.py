@@ -33,6 +33,11 @@ def all_finite(array, box) -> bool:
     return bool(np.isfinite(part).all())
 
 
+def halo_buffer(shape, dtype):
+    """A message buffer for a halo region (what MPI sends from and receives into)."""
+    return np.empty(shape, dtype)
+
+
 def pack(array, where, out):
     """``out`` (a contiguous host buffer) = ``array[where]``: a halo region on its way out."""
     np.copyto(out, array[where])

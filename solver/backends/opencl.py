@@ -170,35 +170,49 @@ def to_host(array) -> np.ndarray:
     return out
 
 
-def _rect(where, shape, itemsize):
-    """(buffer origin, region, buffer pitches, host pitches) of the box
-    ``where`` of a 2-D or 3-D array, for OpenCL's rectangular copies (the
-    contiguous axis first, in bytes)."""
-    starts = [s.start for s in where][::-1] + [0] * (3 - len(where))
-    sizes = [s.stop - s.start for s in where][::-1] + [1] * (3 - len(where))
-    dims = list(shape)[::-1] + [1] * (3 - len(shape))
-    origin = (starts[0] * itemsize, starts[1], starts[2])
-    region = (sizes[0] * itemsize, sizes[1], sizes[2])
-    return origin, region, (dims[0] * itemsize, dims[0] * dims[1] * itemsize), \
-        (sizes[0] * itemsize, sizes[0] * sizes[1] * itemsize)
+def halo_buffer(shape, dtype):
+    """A host buffer for a halo region's messages."""
+    return np.empty(shape, dtype)
+
+
+_staging: dict = {}         # one device buffer per halo region size
+
+
+def _stage(count, dtype):
+    key = (count, np.dtype(dtype).str)
+    if key not in _staging:
+        _staging[key] = cl.Buffer(_state["context"], cl.mem_flags.READ_WRITE, max(1, count) * np.dtype(dtype).itemsize)
+    return _staging[key]
+
+
+def _each_cell(kernel, count, *args):
+    from .. import kernels
+    group = kernels.CONSTANTS["GROUP"]
+    _, queue = _context()
+    kernel(queue, (max(1, -(-count // group)) * group,), (group,), *args)
 
 
 def pack(array, where, out):
-    """``out`` = ``array[where]`` (device -> host, one rectangular copy; waits)."""
-    origin, region, pitches, host_pitches = _rect(where, array.shape, array.dtype.itemsize)
-    _, queue = _context()
-    cl.enqueue_copy(queue, out, array.buffer, buffer_origin=origin, host_origin=(0, 0, 0), region=region,
-                    buffer_pitches=pitches, host_pitches=host_pitches, is_blocking=True)
+    """``out`` = ``array[where]``: the halo_pack kernel gathers the region
+    into a contiguous device buffer, and one copy brings it to the host
+    (waits, after every kernel queued before it)."""
+    args, count = _box_args(array, where)
+    prg, queue = _program("double")
+    stage = _stage(count, array.dtype)
+    _each_cell(prg.halo_pack, count, array.buffer, *args, stage)
+    cl.enqueue_copy(queue, out, stage, is_blocking=True)
 
 
 def unpack(buf, array, where):
-    """``array[where]`` = ``buf`` (host -> device; queued: the kernels after it
-    in the in-order queue see it, and ``buf`` is not refilled before the next
-    ``pack``, which waits for the queue)."""
-    origin, region, pitches, host_pitches = _rect(where, array.shape, array.dtype.itemsize)
-    _, queue = _context()
-    cl.enqueue_copy(queue, array.buffer, buf, buffer_origin=origin, host_origin=(0, 0, 0), region=region,
-                    buffer_pitches=pitches, host_pitches=host_pitches, is_blocking=False)
+    """``array[where]`` = ``buf``: one copy to the device and the halo_unpack
+    kernel, both queued (the kernels after them in the in-order queue see
+    the ghosts, and ``buf`` is not refilled before the next ``pack``, which
+    waits for the queue)."""
+    args, count = _box_args(array, where)
+    prg, queue = _program("double")
+    stage = _stage(count, array.dtype)
+    cl.enqueue_copy(queue, stage, buf, is_blocking=False)
+    _each_cell(prg.halo_unpack, count, array.buffer, *args, stage)
 
 
 # ----------------------------------------------------------------------------

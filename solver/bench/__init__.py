@@ -63,7 +63,7 @@ def timed_run(comm, directory, overrides, prepare=None):
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(os.path.join(directory, "checkpoints"))
     comm.Barrier()
-    model = make_model(settings, comm, get_backend(settings.backend, comm, settings.device), None)
+    model = make_model(settings, comm, get_backend(settings.backend, comm, settings.device, settings.gpu_aware_mpi), None)
     model.set_initial()
     if prepare is not None:
         prepare(model)

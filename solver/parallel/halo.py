@@ -62,7 +62,7 @@ class HaloExchange:
                 continue
             send_at, recv_at = _region(n, width, d, ghost=False), _region(n, width, d, ghost=True)
             shape = tuple(s.stop - s.start for s in send_at)
-            sbuf, rbuf = np.empty(shape, dtype), np.empty(shape, dtype)
+            sbuf, rbuf = backend.halo_buffer(shape, dtype), backend.halo_buffer(shape, dtype)
             self._sends.append((sbuf, send_at))
             self._recvs.append((rbuf, recv_at))
             # what travels towards d is tagged d; it arrives from the side -d
