@@ -114,3 +114,20 @@ def test_one_rank_gather_is_the_local_field():
     model = make_heat(MPI.COMM_SELF, "heat.shape=[5,4]", "heat.initial=gaussian")
     assert (gather_field(model) == model.local_field()).all()
     assert math.isclose(model.local_field().max(), model.diagnostics()["max"])
+
+
+def test_sweep_work_counts_the_grown_levels():
+    from solver.models.heat.model import _sweep_work
+    # a 10 x 10 box growing on one side of axis 0: levels cover 12, 11 and 10 rows
+    assert _sweep_work([(((0, 0), (10, 10)), (False, True, False, False))], 3) == (12 + 11 + 10) * 10
+
+
+@pytest.mark.parametrize("shape, steps, overlaps", [([2048, 64], 4, True), ([64, 64, 64], 8, False)])
+def test_overlap_only_where_its_recomputation_is_cheap(shape, steps, overlaps):
+    """Deep halos on small 3-D blocks: boxes growing into each other would cost
+    more than the overlap saves, so the block is swept whole after the halo."""
+    model = make_heat(MPI.COMM_SELF, f"heat.shape={shape}", "heat.boundary=periodic", "heat.initial=random",
+                      f"heat.fused_steps={steps}", backend="numpy")
+    assert (model._interior is not None) == overlaps
+    if not overlaps:
+        assert len(model._border) == 1
