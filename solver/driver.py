@@ -325,6 +325,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                 want = want or (bool(now) and step != end)
             if want:
                 checkpoint()
+        model.backend.sync()                    # a device backend may still be running queued steps
         loop_seconds = _time.perf_counter() - t0
         if diag is None or diag["step"] != model.step_count:
             diag = diagnose()

@@ -4,6 +4,7 @@
     available()       (bool, why-not) without side effects
     zeros(shape)      an array in the backend's memory
     to_host(array)    a NumPy array of the same values
+    sync()            wait for every queued kernel (device backends return before they finish)
     from_host(array)  the backend's array of those values
     all_finite(array, box)
                       whether every value in a box of an array is finite (one flag back)

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from .numpy_ import (TILE, all_finite, box_error, box_stats, from_host, halo_buffer, pack,  # noqa: F401
-                     to_host, unpack, zeros)                                            # (host arrays)
+                     sync, to_host, unpack, zeros)                                      # (host arrays)
 
 name = "cpu"
 

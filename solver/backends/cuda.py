@@ -230,6 +230,12 @@ def to_host(array) -> np.ndarray:
     return out
 
 
+def sync():
+    """Wait until every queued kernel and copy has finished (for timings)."""
+    if "context" in _state:
+        _driver().Context.synchronize()
+
+
 def use_gpu_aware_mpi():
     """Halo messages go straight from and to device memory (the MPI library
     must be CUDA-aware; mpi4py takes ``__cuda_array_interface__`` objects)."""

@@ -11,6 +11,10 @@ def available():
     return True, ""
 
 
+def sync():
+    """Wait until every queued computation has finished (here: nothing is queued)."""
+
+
 def zeros(shape, dtype=np.float64):
     return np.zeros(shape, dtype)
 

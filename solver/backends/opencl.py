@@ -170,6 +170,12 @@ def to_host(array) -> np.ndarray:
     return out
 
 
+def sync():
+    """Wait until every queued kernel and copy has finished (for timings)."""
+    if "queue" in _state:
+        _state["queue"].finish()
+
+
 def halo_buffer(shape, dtype):
     """A host buffer for a halo region's messages."""
     return np.empty(shape, dtype)
