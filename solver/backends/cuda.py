@@ -157,6 +157,22 @@ def device_copy(nbytes) -> float:
     return end.time_since(start) / 1e3
 
 
+# FP32 and FP64 lanes per SM by compute capability (NVIDIA's tables; an FMA is two flops)
+_LANES = {(7, 0): (64, 32), (8, 0): (64, 32), (8, 6): (128, 2), (8, 9): (128, 2), (9, 0): (128, 64)}
+
+
+def peak_flops(precision="float64") -> float:
+    """This rank's device's peak flop rate (FMA = 2), 0 where the architecture is not in the table."""
+    drv = _driver()
+    device = _context()
+    lanes = _LANES.get(device.compute_capability())
+    if lanes is None:
+        return 0.0
+    sms = device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
+    hz = device.get_attribute(drv.device_attribute.CLOCK_RATE) * 1e3
+    return 2.0 * sms * hz * lanes[0 if precision == "float32" else 1]
+
+
 def describe() -> str:
     device = _context()
     return f"{device.name()} ({_arch(device)}, {device.total_memory() / 2**30:.1f} GiB)"

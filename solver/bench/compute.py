@@ -35,12 +35,14 @@ class Problem:
     name: str                 # heat2d, heat3d, nbody
     label: str
     per_rank: tuple           # grid per rank (heat) or bodies on one rank (nbody)
-    backends: tuple = ("numpy", "cpu")
+    backends: tuple = ("numpy", "cpu")     # device backends run every problem
+    precision: str = "float64"
 
     def overrides(self, ranks):
-        if self.name == "nbody":
+        if self.name.startswith("nbody"):
             n = round(self.per_rank[0] * math.sqrt(ranks))          # N^2 / ranks pairs per rank
-            return ["problem.kind=nbody", f"nbody.n={n}", "nbody.initial=plummer", "time.dt=0.001"]
+            return ["problem.kind=nbody", f"nbody.n={n}", "nbody.initial=plummer", "time.dt=0.001",
+                    f"nbody.precision={self.precision}"]
         shape = [self.per_rank[0] * ranks, *self.per_rank[1:]]      # ranks split the first axis
         return ["problem.kind=heat", f"heat.shape={shape}", "heat.initial=random"]
 
@@ -48,9 +50,10 @@ class Problem:
 def problems(quick: bool):
     if quick:        # a smoke test of the whole command: seconds, not minutes
         return [Problem("heat2d", "heat 2D", (256, 256)), Problem("heat3d", "heat 3D", (32, 32, 32)),
-                Problem("nbody", "n-body", (300,))]
+                Problem("nbody", "n-body", (300,)), Problem("nbody-f32", "n-body f32", (300,), (), "float32")]
     return [Problem("heat2d", "heat 2D", (4096, 4096)), Problem("heat3d", "heat 3D", (256, 256, 256)),
-            Problem("nbody", "n-body", (2000,)), Problem("nbody", "n-body", (20000,), ("cpu",))]
+            Problem("nbody", "n-body", (2000,)), Problem("nbody", "n-body", (20000,), ("cpu",)),
+            Problem("nbody-f32", "n-body f32", (20000,), (), "float32")]
 
 
 @dataclass
@@ -68,15 +71,17 @@ class Row:
     peer_spread: float = 0.0
     weak: float = float("nan")
     notes: list = field(default_factory=list)
+    peak: float = 0.0                # the device's peak flop rate in this precision, all ranks (0: unknown)
 
     @property
     def unit(self) -> str:
-        return "pairs/s" if self.problem == "nbody" else "cells/s"
+        return "pairs/s" if self.problem.startswith("nbody") else "cells/s"
 
     @property
     def effective(self) -> str:
-        if self.problem == "nbody":
-            return f"{self.rate * FLOPS_PER_PAIR / 1e9:.1f} GFLOP/s"
+        if self.problem.startswith("nbody"):
+            flops = self.rate * FLOPS_PER_PAIR
+            return f"{flops / 1e9:.1f} GFLOP/s" + (f" ({flops / self.peak:.0%} of peak)" if self.peak else "")
         return f"{self.rate * BYTES_PER_CELL / 1e9:.1f} GB/s"
 
 
@@ -128,7 +133,7 @@ def _peer(problem, backend, steps, repeats, comm):
     model = make_model(settings, comm, get_backend(backend, comm), None)
     model.set_initial()
     try:
-        if problem.name == "nbody":
+        if problem.name.startswith("nbody"):
             why = peers.available("rebound")
             if why:
                 return "REBOUND", 0.0, 0.0, why
@@ -201,11 +206,14 @@ def bench_compute(comm, args) -> int:
 
 def _measure_all(comm, args, wanted, rank_counts, scratch):
     """Every (problem, backend, rank count) row, measured in ``scratch``."""
+    from ..backends import get_backend
     repeats, seconds = args.repeats, args.seconds
     rows = []
     for problem in problems(args.quick):
         size = "x".join(map(str, problem.per_rank))
         measured = [b for b in wanted if b in problem.backends or b in DEVICE_BACKENDS]
+        if not measured:
+            continue
         against_peer = "cpu" if "cpu" in measured else measured[-1]     # the peers are CPU codes
         for backend in measured:
             first = None
@@ -215,7 +223,10 @@ def _measure_all(comm, args, wanted, rank_counts, scratch):
                     rate, spread, phases, steps = _measure(sub, problem, backend, ranks, repeats, seconds,
                                                            scratch)
                     row = Row(problem.name, size, backend, ranks, steps, rate, spread, phases)
-                    if sub.rank == 0 and ranks == 1 and backend == against_peer:
+                    peak = getattr(get_backend(backend), "peak_flops", None)
+                    if peak is not None and problem.name.startswith("nbody"):
+                        row.peak = ranks * peak(problem.precision)
+                    if sub.rank == 0 and ranks == 1 and backend == against_peer and problem.precision == "float64":
                         row.peer, row.peer_rate, row.peer_spread, note = _peer(problem, backend, steps, repeats, sub)
                         row.notes += [note] if note else []
                     sub.Free()
@@ -255,7 +266,7 @@ def report(rows, bandwidth, args) -> str:
     for r in rows:
         bound = ""
         key = (r.backend, r.ranks) if r.backend in DEVICE_BACKENDS else r.ranks     # a device: its own copy
-        if r.problem != "nbody" and key in bandwidth:
+        if not r.problem.startswith("nbody") and key in bandwidth:
             bound = f"{r.rate * BYTES_PER_CELL / bandwidth[key]:.0%}"
         peer = f"{r.peer} {r.peer_rate:.3g}" if r.peer_rate else (r.peer or "")
         ratio = f"{r.rate / r.peer_rate:.2f}x" if r.peer_rate else ""
@@ -265,7 +276,7 @@ def report(rows, bandwidth, args) -> str:
                    f"{r.effective} | {bound} | {peer} | {ratio} | {weak} | {split} |")
     out += ["", "Goals (ours / peer on one rank; weak scaling 1 -> 2 ranks):"]
     for r in rows:
-        goal = GOALS.get("nbody" if r.problem == "nbody" else r.problem)
+        goal = GOALS.get(r.problem)
         if goal and r.peer_rate:
             ratio = r.rate / r.peer_rate
             out.append(f"- {r.problem} {r.size} {r.backend}: {ratio:.2f}x {r.peer} "
