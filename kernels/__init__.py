@@ -1,5 +1,5 @@
 """Device kernel sources, written once in a small dialect (KERNEL, GLOBAL,
-LOCAL, RESTRICT, BARRIER, GLOBAL_ID(d), LOCAL_ID(d), GROUP_ID(d),
+LOCAL, LOCAL_PTR (a pointer parameter to local memory), RESTRICT, BARRIER, GLOBAL_ID(d), LOCAL_ID(d), GROUP_ID(d),
 LOCAL_SIZE(d), DEVICE, SQRT and a ``real`` type) that a CUDA or an OpenCL
 prelude defines, as OpenMM's common platform does: CI runs the very source
 that runs on NVIDIA GPUs (OpenCL on PoCL), and nvcc compiles it too.

@@ -12,6 +12,20 @@ DEVICE long tile_end(long j0, long a, long nj)
     return b < nj ? b : nj;
 }
 
+/* Sources [a, b) into the local tile, shared out over the work group
+   (every work item calls it: it ends in a barrier). */
+DEVICE void stage_tile(LOCAL_PTR real* sx, LOCAL_PTR real* sy, LOCAL_PTR real* sz, LOCAL_PTR real* sm,
+                       GLOBAL const real* RESTRICT xj, GLOBAL const real* RESTRICT mj, long a, long b)
+{
+    for (long q = LOCAL_ID(0); q < b - a; q += LOCAL_SIZE(0)) {
+        sx[q] = xj[3 * (a + q)];
+        sy[q] = xj[3 * (a + q) + 1];
+        sz[q] = xj[3 * (a + q) + 2];
+        sm[q] = mj[a + q];
+    }
+    BARRIER;
+}
+
 /* out[i] += G sum_j m_j (x_j - x_i) / (|x_j - x_i|^2 + eps2)^(3/2).  With
    eps2 == 0 a pair at one point gives nothing and is counted in bad[i]
    unless it is the target itself (ids i0 + i and j0 + j equal). */
@@ -27,13 +41,7 @@ KERNEL void nbody_accel(GLOBAL const real* RESTRICT xi, long ni, GLOBAL const re
     int coincident = 0;
     for (long a = 0; a < nj;) {
         long b = tile_end(j0, a, nj);
-        for (long q = LOCAL_ID(0); q < b - a; q += LOCAL_SIZE(0)) {
-            sx[q] = xj[3 * (a + q)];
-            sy[q] = xj[3 * (a + q) + 1];
-            sz[q] = xj[3 * (a + q) + 2];
-            sm[q] = mj[a + q];
-        }
-        BARRIER;
+        stage_tile(sx, sy, sz, sm, xj, mj, a, b);
         real ax = (real)0, ay = (real)0, az = (real)0;
         for (long q = 0; q < b - a; q++) {
             real dx = sx[q] - px, dy = sy[q] - py, dz = sz[q] - pz;
@@ -72,13 +80,7 @@ KERNEL void nbody_potential(GLOBAL const real* RESTRICT xi, long ni, GLOBAL cons
     double total = 0.0;
     for (long a = 0; a < nj;) {
         long b = tile_end(j0, a, nj);
-        for (long q = LOCAL_ID(0); q < b - a; q += LOCAL_SIZE(0)) {
-            sx[q] = xj[3 * (a + q)];
-            sy[q] = xj[3 * (a + q) + 1];
-            sz[q] = xj[3 * (a + q) + 2];
-            sm[q] = mj[a + q];
-        }
-        BARRIER;
+        stage_tile(sx, sy, sz, sm, xj, mj, a, b);
         double s = 0.0;
         for (long q = 0; q < b - a; q++) {
             double dx = sx[q] - px, dy = sy[q] - py, dz = sz[q] - pz;

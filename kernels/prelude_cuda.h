@@ -4,6 +4,7 @@
 #define DEVICE __device__ static inline
 #define GLOBAL
 #define LOCAL __shared__
+#define LOCAL_PTR
 #define RESTRICT __restrict__
 #define BARRIER __syncthreads()
 #define GLOBAL_ID(d) (d == 0 ? (long)blockIdx.x * blockDim.x + threadIdx.x : \

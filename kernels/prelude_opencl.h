@@ -6,6 +6,7 @@
 #define DEVICE static inline
 #define GLOBAL __global
 #define LOCAL __local
+#define LOCAL_PTR __local
 #define RESTRICT restrict
 #define BARRIER barrier(CLK_LOCAL_MEM_FENCE)
 #define GLOBAL_ID(d) ((long)get_global_id(d))

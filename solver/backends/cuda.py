@@ -24,6 +24,8 @@ import tempfile
 
 import numpy as np
 
+from . import device
+
 name = "cuda"
 ARCHS = ("sm_80", "sm_90")                  # A100, H100/H200
 OPTIONS = ("--fmad=false", "-Werror", "all-warnings")
@@ -276,16 +278,6 @@ def _stage(count, dtype):
     return _staging[key]
 
 
-def _region(array, where):
-    shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
-    where = (slice(0, 1),) * (3 - len(where)) + tuple(where)
-    m = [s.stop - s.start for s in where]
-    count = int(np.prod(m))
-    args = [np.int64(shape[1]), np.int64(shape[2])] + [np.int64(s.start) for s in where] + \
-        [np.int64(m[1]), np.int64(m[2]), np.int64(count)]
-    return args, count
-
-
 def _each_cell(kernel, count, *args):
     from .. import kernels
     group = kernels.CONSTANTS["GROUP"]
@@ -297,7 +289,7 @@ def pack(array, where, out):
     into contiguous device memory, then one copy to the host buffer (which
     waits for the kernels before it); with a CUDA-aware MPI ``out`` is on
     the device and the device is synchronised before MPI reads it."""
-    args, count = _region(array, where)
+    args, count = device.box3(array.shape, where)
     prg = _program("double")
     if isinstance(out, DeviceArray):
         _each_cell(prg.halo_pack, count, array.buffer, *args, out.buffer)
@@ -310,7 +302,7 @@ def pack(array, where, out):
 
 def unpack(buf, array, where):
     """``array[where]`` = ``buf`` (a host or, with a CUDA-aware MPI, a device buffer)."""
-    args, count = _region(array, where)
+    args, count = device.box3(array.shape, where)
     prg = _program("double")
     if isinstance(buf, DeviceArray):
         _each_cell(prg.halo_unpack, count, array.buffer, *args, buf.buffer)
@@ -326,36 +318,15 @@ def _reduce(kernel, array, box, width, *extra):
     from .. import kernels
     drv = _driver()
     group = kernels.CONSTANTS["GROUP"]
-    shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
-    box = (slice(0, 1),) * (3 - len(box)) + tuple(box)
-    m = [s.stop - s.start for s in box]
-    count = int(np.prod(m))
+    args, count = device.box3(array.shape, box)
     groups = max(1, -(-count // group))
     partial = np.empty((groups, width))
-    args = [np.int64(shape[1]), np.int64(shape[2])] + [np.int64(s.start) for s in box] + \
-        [np.int64(m[1]), np.int64(m[2]), np.int64(count)]
     getattr(_program("double"), kernel)(array.buffer, *args, *extra, drv.Out(partial),
                                         block=(group, 1, 1), grid=(groups, 1))
     return partial
 
 
-def box_stats(array, box):
-    """Same contract as numpy_.box_stats."""
-    partial = _reduce("box_stats", array, box, 4)
-    if partial[:, 3].any():
-        return float("nan"), float("nan"), float("nan")
-    return float(partial[:, 0].sum()), float(partial[:, 1].min()), float(partial[:, 2].max())
-
-
-def all_finite(array, box) -> bool:
-    """Same contract as numpy_.all_finite."""
-    return not _reduce("box_stats", array, box, 4)[:, 3].any()
-
-
-def box_error(array, box, mode, factor, background):
-    """Same contract as numpy_.box_error (``mode`` a device array of the box's shape)."""
-    partial = _reduce("box_error", array, box, 2, mode.buffer, np.float64(factor), np.float64(background))
-    return float(partial[:, 0].sum()), float(partial[:, 1].max())
+box_stats, all_finite, box_error = device.reductions(_reduce)     # same contracts as numpy_'s
 
 
 # ----------------------------------------------------------------------------
@@ -374,25 +345,11 @@ def _launch_box(kernel, lo, hi, *args):
 
 
 def _walls(prg, buf, shape, lo, hi, grow, dirichlet, value):
-    ndim = len(shape)
-    strides = [int(np.prod(shape[a + 1:])) for a in range(ndim)]
-    for a in range(ndim):
-        others = [b for b in range(ndim) if b != a]
-        for side in (0, 1):
-            if grow[2 * a + side]:
-                continue
-            ghost = lo[a] - 1 if side == 0 else hi[a]
-            start = ghost * strides[a] + sum(lo[b] * strides[b] for b in others)
-            counts = [hi[b] - lo[b] for b in others]
-            if min(counts) <= 0:
-                continue
-            sa, ca = (strides[others[0]], counts[0]) if ndim == 3 else (0, 1)
-            sb, cb = strides[others[-1]], counts[-1]
-            toward = strides[a] if side == 0 else -strides[a]
-            block = (min(128, cb), 1, 1)
-            prg.heat_wall(buf, np.int64(start), np.int64(sa), np.int64(ca), np.int64(sb), np.int64(cb),
-                          np.int64(toward), np.int32(dirichlet), np.float64(value),
-                          block=block, grid=(-(-cb // block[0]), ca))
+    """Ghost layers beyond the wall sides of the box [lo, hi) (see device.wall_faces)."""
+    for start, sa, ca, sb, cb, toward in device.wall_faces(shape, lo, hi, grow):
+        block = (min(128, cb), 1, 1)
+        prg.heat_wall(buf, *map(np.int64, (start, sa, ca, sb, cb, toward)), np.int32(dirichlet), np.float64(value),
+                      block=block, grid=(-(-cb // block[0]), ca))
 
 
 _levels: dict = {}
@@ -412,16 +369,12 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
     c = [np.float64(x) for x in coeffs]
     cur = src
-    for s in range(1, steps + 1):
-        e = steps - s
-        blo = [lo[a] - (e if grow[2 * a] else 0) for a in range(ndim)]
-        bhi = [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(ndim)]
+    for s, blo, bhi in device.levels(lo, hi, grow, steps):
         _walls(prg, cur.buffer, shape, blo, bhi, grow, wall == "dirichlet", value)
         out = dst if s == steps else _levels[shape][s % 2]
-        box = [*map(np.int64, blo), *map(np.int64, bhi)]
-        strides = [np.int64(n) for n in shape[1:]]
+        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + c
         kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
-        _launch_box(kernel, blo, bhi, cur.buffer, out.buffer, *strides, *box, *c)
+        _launch_box(kernel, blo, bhi, cur.buffer, out.buffer, *args)
         cur = out
 
 

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from . import device
+
 
 name = "opencl"
 
@@ -202,7 +204,7 @@ def pack(array, where, out):
     """``out`` = ``array[where]``: the halo_pack kernel gathers the region
     into a contiguous device buffer, and one copy brings it to the host
     (waits, after every kernel queued before it)."""
-    args, count = _box_args(array, where)
+    args, count = device.box3(array.shape, where)
     prg, queue = _program("double")
     stage = _stage(count, array.dtype)
     _each_cell(prg.halo_pack, count, array.buffer, *args, stage)
@@ -214,7 +216,7 @@ def unpack(buf, array, where):
     kernel, both queued (the kernels after them in the in-order queue see
     the ghosts, and ``buf`` is not refilled before the next ``pack``, which
     waits for the queue)."""
-    args, count = _box_args(array, where)
+    args, count = device.box3(array.shape, where)
     prg, queue = _program("double")
     stage = _stage(count, array.dtype)
     cl.enqueue_copy(queue, stage, buf, is_blocking=False)
@@ -223,19 +225,10 @@ def unpack(buf, array, where):
 
 # ----------------------------------------------------------------------------
 # reductions: a few numbers per work group come back
-def _box_args(array, box):
-    """Strides, origin and sizes of ``box`` as a 3-D box (a 2-D array is 1 x n0 x n1)."""
-    shape = (1,) * (3 - len(array.shape)) + tuple(array.shape)
-    box = (slice(0, 1),) * (3 - len(box)) + tuple(box)
-    m = [s.stop - s.start for s in box]
-    return ([np.int64(shape[1]), np.int64(shape[2])] + [np.int64(s.start) for s in box]
-            + [np.int64(m[1]), np.int64(m[2]), np.int64(int(np.prod(m)))]), int(np.prod(m))
-
-
 def _reduce(kernel, array, box, width, *extra):
     from .. import kernels
     group = kernels.CONSTANTS["GROUP"]
-    args, count = _box_args(array, box)
+    args, count = device.box3(array.shape, box)
     groups = max(1, -(-count // group))
     prg, queue = _program("double")
     partial = np.empty((groups, width))
@@ -245,23 +238,7 @@ def _reduce(kernel, array, box, width, *extra):
     return partial
 
 
-def box_stats(array, box):
-    """Same contract as numpy_.box_stats."""
-    partial = _reduce("box_stats", array, box, 4)
-    if partial[:, 3].any():                  # NaN or infinity: let the model's checks see it
-        return float("nan"), float("nan"), float("nan")
-    return float(partial[:, 0].sum()), float(partial[:, 1].min()), float(partial[:, 2].max())
-
-
-def all_finite(array, box) -> bool:
-    """Same contract as numpy_.all_finite."""
-    return not _reduce("box_stats", array, box, 4)[:, 3].any()
-
-
-def box_error(array, box, mode, factor, background):
-    """Same contract as numpy_.box_error (``mode`` a device array of the box's shape)."""
-    partial = _reduce("box_error", array, box, 2, mode.buffer, np.float64(factor), np.float64(background))
-    return float(partial[:, 0].sum()), float(partial[:, 1].max())
+box_stats, all_finite, box_error = device.reductions(_reduce)     # same contracts as numpy_'s
 
 
 # ----------------------------------------------------------------------------
@@ -284,27 +261,11 @@ def _launch_box(kernel, queue, lo, hi, *args):
 
 
 def _walls(prg, queue, buf, shape, lo, hi, grow, dirichlet, value):
-    """Ghost layers beyond the wall sides of the box [lo, hi), axis by axis
-    (the same cells and order as the reference)."""
-    ndim = len(shape)
-    strides = [int(np.prod(shape[a + 1:])) for a in range(ndim)]
-    for a in range(ndim):
-        others = [b for b in range(ndim) if b != a]
-        for side in (0, 1):
-            if grow[2 * a + side]:
-                continue
-            ghost = lo[a] - 1 if side == 0 else hi[a]
-            start = ghost * strides[a] + sum(lo[b] * strides[b] for b in others)
-            counts = [hi[b] - lo[b] for b in others]
-            if min(counts) <= 0:
-                continue
-            sa, ca = (strides[others[0]], counts[0]) if ndim == 3 else (0, 1)
-            sb, cb = strides[others[-1]], counts[-1]
-            toward = strides[a] if side == 0 else -strides[a]
-            local = (min(64, _round_up(cb, 8)), 1)
-            prg.heat_wall(queue, (_round_up(cb, local[0]), ca), local, buf, np.int64(start), np.int64(sa),
-                          np.int64(ca), np.int64(sb), np.int64(cb), np.int64(toward), np.int32(dirichlet),
-                          np.float64(value))
+    """Ghost layers beyond the wall sides of the box [lo, hi) (see device.wall_faces)."""
+    for start, sa, ca, sb, cb, toward in device.wall_faces(shape, lo, hi, grow):
+        local = (min(64, _round_up(cb, 8)), 1)
+        prg.heat_wall(queue, (_round_up(cb, local[0]), ca), local, buf, *map(np.int64, (start, sa, ca, sb, cb, toward)),
+                      np.int32(dirichlet), np.float64(value))
 
 
 _levels: dict = {}          # two scratch blocks per block shape for the intermediate levels
@@ -326,18 +287,12 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
     c = [np.float64(x) for x in coeffs]
     cur = src
-    for s in range(1, steps + 1):
-        e = steps - s
-        blo = [lo[a] - (e if grow[2 * a] else 0) for a in range(ndim)]
-        bhi = [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(ndim)]
+    for s, blo, bhi in device.levels(lo, hi, grow, steps):
         _walls(prg, queue, cur.buffer, shape, blo, bhi, grow, wall == "dirichlet", value)
         out = dst if s == steps else _levels[shape][s % 2]
-        box = [*map(np.int64, blo), *map(np.int64, bhi)]
-        if ndim == 2:
-            _launch_box(prg.heat_step_2d, queue, blo, bhi, cur.buffer, out.buffer, np.int64(shape[1]), *box, *c)
-        else:
-            _launch_box(prg.heat_step_3d, queue, blo, bhi, cur.buffer, out.buffer, np.int64(shape[1]),
-                        np.int64(shape[2]), *box, *c)
+        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + c
+        kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
+        _launch_box(kernel, queue, blo, bhi, cur.buffer, out.buffer, *args)
         cur = out
 
 

@@ -1,0 +1,68 @@
+"""What the device backends (``opencl``, ``cuda``) share: how boxes, the
+levels of a fused sweep and their wall ghosts map onto kernel launches,
+and how the per-group partials of a reduction come back.  Each backend
+only launches; this module holds no device state."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def box3(shape, box):
+    """The kernels' view of ``box`` of an array of ``shape`` as a 3-D box (a
+    2-D array is 1 x n0 x n1): the arguments (n1, n2, lo0, lo1, lo2, m1, m2,
+    count) as int64, and the cell count."""
+    shape = (1,) * (3 - len(shape)) + tuple(shape)
+    box = (slice(0, 1),) * (3 - len(box)) + tuple(box)
+    m = [s.stop - s.start for s in box]
+    count = math.prod(m)
+    args = [shape[1], shape[2]] + [s.start for s in box] + [m[1], m[2], count]
+    return [np.int64(a) for a in args], count
+
+
+def levels(lo, hi, grow, steps):
+    """(level s, its box lo, its box hi) of a fused sweep: level s covers
+    the box grown by steps - s cells on its growing sides (see numpy_.heat_fused)."""
+    for s in range(1, steps + 1):
+        e = steps - s
+        yield (s, [lo[a] - (e if grow[2 * a] else 0) for a in range(len(lo))],
+               [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(len(lo))])
+
+
+def wall_faces(shape, lo, hi, grow):
+    """The ghost faces beyond the wall sides of the box [lo, hi), in the
+    reference's order: (first ghost, stride and count along the face's
+    first axis (count 1 in 2-D), stride and count along its last axis, the
+    stride from a ghost to its edge cell), as the heat_wall kernel takes them."""
+    ndim = len(shape)
+    strides = [math.prod(shape[a + 1:]) for a in range(ndim)]
+    for a in range(ndim):
+        others = [b for b in range(ndim) if b != a]
+        counts = [hi[b] - lo[b] for b in others]
+        for side in (0, 1):
+            if grow[2 * a + side] or min(counts) <= 0:
+                continue
+            ghost = lo[a] - 1 if side == 0 else hi[a]
+            start = ghost * strides[a] + sum(lo[b] * strides[b] for b in others)
+            sa, ca = (strides[others[0]], counts[0]) if ndim == 3 else (0, 1)
+            yield start, sa, ca, strides[others[-1]], counts[-1], strides[a] if side == 0 else -strides[a]
+
+
+def reductions(reduce):
+    """``box_stats``, ``all_finite`` and ``box_error`` (the contracts of
+    numpy_'s) for a backend whose ``reduce(kernel, array, box, width,
+    *extra)`` runs a reduction kernel and returns its per-group partials."""
+    def box_stats(array, box):
+        partial = reduce("box_stats", array, box, 4)
+        if partial[:, 3].any():              # NaN or infinity: let the model's checks see it
+            return float("nan"), float("nan"), float("nan")
+        return float(partial[:, 0].sum()), float(partial[:, 1].min()), float(partial[:, 2].max())
+
+    def all_finite(array, box) -> bool:
+        return not reduce("box_stats", array, box, 4)[:, 3].any()
+
+    def box_error(array, box, mode, factor, background):
+        partial = reduce("box_error", array, box, 2, mode.buffer, np.float64(factor), np.float64(background))
+        return float(partial[:, 0].sum()), float(partial[:, 1].max())
+    return box_stats, all_finite, box_error
