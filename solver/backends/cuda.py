@@ -5,9 +5,10 @@ reference, and with warnings as errors.
 
 The design is the ``opencl`` backend's: heat state stays on the device
 (``DeviceArray``), halo regions are gathered by a kernel into contiguous
-device memory and copied to page-locked host buffers for MPI (or, with
-``backend.gpu_aware_mpi``, handed to a CUDA-aware MPI as device memory),
-kernels are queued on the default stream while the host drives MPI, and
+device memory and copied asynchronously on a copy stream to page-locked
+host buffers for MPI (or, with ``backend.gpu_aware_mpi``, handed to a
+CUDA-aware MPI as device memory) while the interior kernels run on the
+compute stream, which waits on an event for the received ghosts; and
 reductions bring back a few numbers; n-body state stays on the host.  One context per rank, the primary context of the device picked by
 node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies),
 or ``backend.device``; never ``pycuda.autoinit``; it is popped at exit.  Without a driver or a device the backend says why and is not
@@ -132,7 +133,10 @@ def _context(index=None):
         context = device.retain_primary_context()
         context.push()
         atexit.register(_release)
-        _state.update(device=device, context=context, modules={})
+        # heat kernels on one stream, halo traffic on another (both synchronise
+        # with the legacy default stream, which the whole-array copies use)
+        _state.update(device=device, context=context, modules={}, compute=drv.Stream(), copy=drv.Stream(),
+                      halo_in=[])
     return _state["device"]
 
 
@@ -278,38 +282,59 @@ def _stage(count, dtype):
     return _staging[key]
 
 
-def _each_cell(kernel, count, *args):
+def _each_cell(kernel, stream, count, *args):
     from .. import kernels
     group = kernels.CONSTANTS["GROUP"]
-    kernel(*args, block=(group, 1, 1), grid=(max(1, -(-count // group)), 1))
+    kernel(*args, block=(group, 1, 1), grid=(max(1, -(-count // group)), 1), stream=stream)
+
+
+def _compute():
+    """The heat kernels' stream; it first waits for the halo copies queued
+    since its last use (see unpack)."""
+    stream = _state["compute"]
+    for event in _state["halo_in"]:
+        stream.wait_for_event(event)
+    _state["halo_in"] = []
+    return stream
 
 
 def pack(array, where, out):
-    """``out`` = ``array[where]``: the halo_pack kernel gathers the region
-    into contiguous device memory, then one copy to the host buffer (which
-    waits for the kernels before it); with a CUDA-aware MPI ``out`` is on
-    the device and the device is synchronised before MPI reads it."""
+    """``out`` = ``array[where]``, on the copy stream: the halo_pack kernel
+    (after the kernels that wrote ``array``) gathers the region into
+    contiguous device memory and an async copy brings it to the page-locked
+    host buffer; with a CUDA-aware MPI ``out`` is device memory.  Returns
+    when MPI may read ``out``; the interior kernels run on meanwhile."""
+    drv = _driver()
     args, count = device.box3(array.shape, where)
-    prg = _program("double")
+    prg, copy = _program("double"), _state["copy"]
+    written = drv.Event()
+    written.record(_compute())
+    copy.wait_for_event(written)
     if isinstance(out, DeviceArray):
-        _each_cell(prg.halo_pack, count, array.buffer, *args, out.buffer)
-        _driver().Context.synchronize()
-        return
-    stage = _stage(count, array.dtype)
-    _each_cell(prg.halo_pack, count, array.buffer, *args, stage)
-    _driver().memcpy_dtoh(out, stage)
+        _each_cell(prg.halo_pack, copy, count, array.buffer, *args, out.buffer)
+    else:
+        stage = _stage(count, array.dtype)
+        _each_cell(prg.halo_pack, copy, count, array.buffer, *args, stage)
+        drv.memcpy_dtoh_async(out, stage, copy)
+    copy.synchronize()
 
 
 def unpack(buf, array, where):
-    """``array[where]`` = ``buf`` (a host or, with a CUDA-aware MPI, a device buffer)."""
+    """``array[where]`` = ``buf`` (page-locked host memory, or device memory
+    with a CUDA-aware MPI), on the copy stream; the compute stream waits for
+    it before its next kernel (see _compute)."""
+    drv = _driver()
     args, count = device.box3(array.shape, where)
-    prg = _program("double")
+    prg, copy = _program("double"), _state["copy"]
     if isinstance(buf, DeviceArray):
-        _each_cell(prg.halo_unpack, count, array.buffer, *args, buf.buffer)
-        return
-    stage = _stage(count, array.dtype)
-    _driver().memcpy_htod(stage, buf)
-    _each_cell(prg.halo_unpack, count, array.buffer, *args, stage)
+        _each_cell(prg.halo_unpack, copy, count, array.buffer, *args, buf.buffer)
+    else:
+        stage = _stage(count, array.dtype)
+        drv.memcpy_htod_async(stage, buf, copy)
+        _each_cell(prg.halo_unpack, copy, count, array.buffer, *args, stage)
+    done = drv.Event()
+    done.record(copy)
+    _state["halo_in"].append(done)
 
 
 # ----------------------------------------------------------------------------
@@ -321,8 +346,10 @@ def _reduce(kernel, array, box, width, *extra):
     args, count = device.box3(array.shape, box)
     groups = max(1, -(-count // group))
     partial = np.empty((groups, width))
+    stream = _compute()
     getattr(_program("double"), kernel)(array.buffer, *args, *extra, drv.Out(partial),
-                                        block=(group, 1, 1), grid=(groups, 1))
+                                        block=(group, 1, 1), grid=(groups, 1), stream=stream)
+    stream.synchronize()
     return partial
 
 
@@ -341,7 +368,7 @@ def _launch_box(kernel, lo, hi, *args):
     sizes = [h - l for l, h in zip(lo, hi)][::-1] + [1] * (3 - len(lo))
     block = (min(128, sizes[0]), 1, 1)
     grid = (-(-sizes[0] // block[0]), sizes[1], sizes[2])
-    kernel(*args, block=block, grid=grid)
+    kernel(*args, block=block, grid=grid, stream=_compute())
 
 
 def _walls(prg, buf, shape, lo, hi, grow, dirichlet, value):
@@ -349,7 +376,7 @@ def _walls(prg, buf, shape, lo, hi, grow, dirichlet, value):
     for start, sa, ca, sb, cb, toward in device.wall_faces(shape, lo, hi, grow):
         block = (min(128, cb), 1, 1)
         prg.heat_wall(buf, *map(np.int64, (start, sa, ca, sb, cb, toward)), np.int32(dirichlet), np.float64(value),
-                      block=block, grid=(-(-cb // block[0]), ca))
+                      block=block, grid=(-(-cb // block[0]), ca), stream=_compute())
 
 
 _levels: dict = {}

@@ -2,10 +2,10 @@
 (the same source the CUDA backend compiles), run on any OpenCL device;
 in CI on PoCL's CPU device.
 
-Heat state lives on the device for the whole run (``DeviceArray``): the
-halo regions travel device -> host buffer -> MPI -> device by rectangular
-copies, the interior is computed while messages fly (kernel launches return
-at once, and the in-order queue runs them while the host drives MPI), and a
+Heat state lives on the device for the whole run (``DeviceArray``): halo
+regions are gathered by a kernel and travel device -> host buffer -> MPI ->
+device on a second queue, while the interior kernels run on the first
+(launches return at once, so the host drives MPI meanwhile), and a
 diagnostics step brings back a few numbers per work group.  Heat on the
 device is bitwise equal to the NumPy reference (``FP_CONTRACT OFF``, the
 same operation order).  N-body state stays on the host (its transfer is
@@ -80,6 +80,12 @@ def devices() -> list[str]:
 
 
 def _context(index=None):
+    """(context, compute queue).  Kernels that read halo cells wait for the
+    halo copies queued since (see unpack): every use of the compute queue
+    comes through here."""
+    if "queue" in _state and _state["halo_in"]:
+        cl.enqueue_barrier(_state["queue"], wait_for=_state["halo_in"])
+        _state["halo_in"] = []
     if "queue" not in _state:
         if index is None:                # not bound through get_backend: the launcher's word, else 0
             index = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
@@ -89,7 +95,10 @@ def _context(index=None):
             from ..config import ConfigError
             raise ConfigError(f"backend.name: the OpenCL device {device.name} has no float64 support")
         ctx = cl.Context([device])
-        _state.update(device=device, context=ctx, queue=cl.CommandQueue(ctx), programs={})
+        # two in-order queues: kernels on one, halo traffic on the other, so
+        # halo copies need not wait for the interior kernels queued before them
+        _state.update(device=device, context=ctx, queue=cl.CommandQueue(ctx), copy=cl.CommandQueue(ctx),
+                      programs={}, halo_in=[])
     return _state["context"], _state["queue"]
 
 
@@ -175,7 +184,8 @@ def to_host(array) -> np.ndarray:
 def sync():
     """Wait until every queued kernel and copy has finished (for timings)."""
     if "queue" in _state:
-        _state["queue"].finish()
+        _state["copy"].finish()
+        _context()[1].finish()
 
 
 def halo_buffer(shape, dtype):
@@ -193,34 +203,34 @@ def _stage(count, dtype):
     return _staging[key]
 
 
-def _each_cell(kernel, count, *args):
+def _each_cell(kernel, queue, count, *args, wait_for=None):
     from .. import kernels
     group = kernels.CONSTANTS["GROUP"]
-    _, queue = _context()
-    kernel(queue, (max(1, -(-count // group)) * group,), (group,), *args)
+    return kernel(queue, (max(1, -(-count // group)) * group,), (group,), *args, wait_for=wait_for)
 
 
 def pack(array, where, out):
-    """``out`` = ``array[where]``: the halo_pack kernel gathers the region
-    into a contiguous device buffer, and one copy brings it to the host
-    (waits, after every kernel queued before it)."""
+    """``out`` = ``array[where]``, on the copy queue: the halo_pack kernel
+    (after the kernels that wrote ``array``) gathers the region into a
+    contiguous device buffer, and one copy brings it to the host (waits)."""
     args, count = device.box3(array.shape, where)
     prg, queue = _program("double")
+    written = cl.enqueue_marker(queue)
     stage = _stage(count, array.dtype)
-    _each_cell(prg.halo_pack, count, array.buffer, *args, stage)
-    cl.enqueue_copy(queue, out, stage, is_blocking=True)
+    _each_cell(prg.halo_pack, _state["copy"], count, array.buffer, *args, stage, wait_for=[written])
+    cl.enqueue_copy(_state["copy"], out, stage, is_blocking=True)
 
 
 def unpack(buf, array, where):
-    """``array[where]`` = ``buf``: one copy to the device and the halo_unpack
-    kernel, both queued (the kernels after them in the in-order queue see
-    the ghosts, and ``buf`` is not refilled before the next ``pack``, which
-    waits for the queue)."""
+    """``array[where]`` = ``buf``, on the copy queue: one copy to the device
+    and the halo_unpack kernel; the compute queue waits for them before its
+    next kernel (see _context).  ``buf`` is not refilled before the next
+    ``pack``, which waits for the copy queue."""
     args, count = device.box3(array.shape, where)
-    prg, queue = _program("double")
+    prg, _ = _program("double")
     stage = _stage(count, array.dtype)
-    cl.enqueue_copy(queue, stage, buf, is_blocking=False)
-    _each_cell(prg.halo_unpack, count, array.buffer, *args, stage)
+    cl.enqueue_copy(_state["copy"], stage, buf, is_blocking=False)
+    _state["halo_in"].append(_each_cell(prg.halo_unpack, _state["copy"], count, array.buffer, *args, stage))
 
 
 # ----------------------------------------------------------------------------
