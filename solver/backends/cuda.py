@@ -8,12 +8,15 @@ The design is the ``opencl`` backend's: heat state stays on the device
 device memory and copied asynchronously on a copy stream to page-locked
 host buffers for MPI (or, with ``backend.gpu_aware_mpi``, handed to a
 CUDA-aware MPI as device memory) while the interior kernels run on the
-compute stream, which waits on an event for the received ghosts; and
-reductions bring back a few numbers; n-body state stays on the host.  One context per rank, the primary context of the device picked by
+compute stream, which waits on an event for the received ghosts;
+reductions bring back a few numbers; n-body state stays on the host.
+
+One context per rank: the primary context of the device picked by
 node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies),
-or ``backend.device``; never ``pycuda.autoinit``; it is popped at exit.  Without a driver or a device the backend says why and is not
-used.  Its kernels run the code paths the ``opencl`` backend runs in CI,
-but this module itself has not yet run on a GPU.
+or ``backend.device``; never ``pycuda.autoinit``; it is popped at exit.
+Without a driver or a device the backend says why and is not used.  Its
+kernels run the code paths the ``opencl`` backend runs in CI, but this
+module itself has not yet run on a GPU.
 """
 from __future__ import annotations
 
@@ -92,26 +95,19 @@ def compile_cubin(source: str, arch: str = "sm_90") -> bytes:
             return fh.read()
 
 
-def _arch(device) -> str:
-    major, minor = device.compute_capability()
+def _arch(gpu) -> str:
+    major, minor = gpu.compute_capability()
     return f"sm_{major}{minor}"
 
 
 # ----------------------------------------------------------------------------
 # the context
-def bind(comm, device=-1):
-    """Pick this rank's device (``device``, or by its rank on the node among
-    the visible ones) and make its context current (collective)."""
-    from ..config import ConfigError
-    from ..parallel.mpi import all_ranks, node_rank
-    local = node_rank(comm)
+def bind(comm, wanted=-1):
+    """Pick this rank's device among the visible ones (see device.choose)
+    and make its context current (collective)."""
     drv = _driver()
     drv.init()
-    count = drv.Device.count()
-    if not all_ranks(comm, device < count):
-        raise ConfigError(f"backend.device: there is no CUDA device {device} here ({count} visible; "
-                          f"python -m solver info lists them)")
-    _context(device if device >= 0 else local)
+    _context(device.choose(comm, wanted, drv.Device.count(), "CUDA"))
 
 
 def devices() -> list[str]:
@@ -126,16 +122,14 @@ def _context(index=None):
     if "device" not in _state:
         drv = _driver()
         drv.init()
-        count = drv.Device.count()
-        if index is None:
-            index = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-        device = drv.Device(index % count)
-        context = device.retain_primary_context()
+        index = device.launcher_local_rank() if index is None else index
+        chosen = drv.Device(index % drv.Device.count())
+        context = chosen.retain_primary_context()
         context.push()
         atexit.register(_release)
         # heat kernels on one stream, halo traffic on another (both synchronise
         # with the legacy default stream, which the whole-array copies use)
-        _state.update(device=device, context=context, modules={}, compute=drv.Stream(), copy=drv.Stream(),
+        _state.update(device=chosen, context=context, modules={}, compute=drv.Stream(), copy=drv.Stream(),
                       halo_in=[])
     return _state["device"]
 
@@ -170,18 +164,13 @@ _LANES = {(7, 0): (64, 32), (8, 0): (64, 32), (8, 6): (128, 2), (8, 9): (128, 2)
 def peak_flops(precision="float64") -> float:
     """This rank's device's peak flop rate (FMA = 2), 0 where the architecture is not in the table."""
     drv = _driver()
-    device = _context()
-    lanes = _LANES.get(device.compute_capability())
+    gpu = _context()
+    lanes = _LANES.get(gpu.compute_capability())
     if lanes is None:
         return 0.0
-    sms = device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
-    hz = device.get_attribute(drv.device_attribute.CLOCK_RATE) * 1e3
+    sms = gpu.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
+    hz = gpu.get_attribute(drv.device_attribute.CLOCK_RATE) * 1e3
     return 2.0 * sms * hz * lanes[0 if precision == "float32" else 1]
-
-
-def describe() -> str:
-    device = _context()
-    return f"{device.name()} ({_arch(device)}, {device.total_memory() / 2**30:.1f} GiB)"
 
 
 class _Kernels:
@@ -191,9 +180,8 @@ class _Kernels:
         from pycuda.compiler import SourceModule
 
         from .. import kernels
-        device = _context()
         self._module = SourceModule(kernels.source("cuda", real), options=["--fmad=false"], no_extern_c=True,
-                                    arch=_arch(device))
+                                    arch=_arch(_context()))
         self._found = {}
 
     def __getattr__(self, kernel):
@@ -407,23 +395,29 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
 
 # ----------------------------------------------------------------------------
 # n-body: state on the host, copied in and out per call
+def _sources(xi, xj, mj):
+    """The kernels for the bodies' precision, its NumPy type, the bodies as
+    kernel arguments, and the launch shape (one work item per target)."""
+    from .. import kernels
+    drv = _driver()
+    real, dtype = device.real_of(xi.dtype)
+    tile = kernels.CONSTANTS["TILE"]
+    bodies = [drv.In(np.ascontiguousarray(a, dtype)) for a in (xi, xj, mj)]
+    return _program(real), dtype, bodies, {"block": (tile, 1, 1), "grid": (-(-len(xi) // tile), 1)}
+
+
 def nbody_accel(xi, xj, mj, j0, eps2, G, out, i0=None):
     """Same contract as numpy_.nbody_accel."""
     if len(xi) == 0 or len(xj) == 0:
         return 0
-    from .. import kernels
     drv = _driver()
-    real = "float" if xi.dtype == np.float32 else "double"
-    dtype = np.float32 if real == "float" else np.float64
-    tile = kernels.CONSTANTS["TILE"]
+    prg, dtype, (bx, bj, bm), launch = _sources(xi, xj, mj)
     acc = np.zeros((len(xi), 3), dtype)
     bad = np.zeros(len(xi), np.int32)
-    first = -(2 ** 62) if i0 is None else i0
-    _program(real).nbody_accel(drv.In(np.ascontiguousarray(xi, dtype)), np.int64(len(xi)),
-                               drv.In(np.ascontiguousarray(xj, dtype)), drv.In(np.ascontiguousarray(mj, dtype)),
-                               np.int64(len(xj)), np.int64(j0), np.int64(first), dtype(eps2), dtype(G),
-                               drv.InOut(acc), drv.Out(bad), block=(tile, 1, 1), grid=(-(-len(xi) // tile), 1))
-    with np.errstate(over="ignore", invalid="ignore"):
+    first = -(2 ** 62) if i0 is None else i0           # disjoint ids: no self-pairs
+    prg.nbody_accel(bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0), np.int64(first), dtype(eps2),
+                    dtype(G), drv.InOut(acc), drv.Out(bad), **launch)
+    with np.errstate(over="ignore", invalid="ignore"):       # an overflow is caught by the model's checks
         out += acc.astype(out.dtype, copy=False)
     return int(bad.sum())
 
@@ -433,13 +427,7 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
     phi = np.zeros(len(xi), dtype=np.float64)
     if len(xi) == 0 or len(xj) == 0:
         return phi
-    from .. import kernels
-    drv = _driver()
-    real = "float" if xi.dtype == np.float32 else "double"
-    dtype = np.float32 if real == "float" else np.float64
-    tile = kernels.CONSTANTS["TILE"]
-    _program(real).nbody_potential(drv.In(np.ascontiguousarray(xi, dtype)), np.int64(len(xi)),
-                                   drv.In(np.ascontiguousarray(xj, dtype)), drv.In(np.ascontiguousarray(mj, dtype)),
-                                   np.int64(len(xj)), np.int64(j0), np.int64(i0), dtype(eps2), dtype(G),
-                                   drv.InOut(phi), block=(tile, 1, 1), grid=(-(-len(xi) // tile), 1))
+    prg, dtype, (bx, bj, bm), launch = _sources(xi, xj, mj)
+    prg.nbody_potential(bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0), np.int64(i0), dtype(eps2),
+                        dtype(G), _driver().InOut(phi), **launch)
     return phi

@@ -5,8 +5,33 @@ only launches; this module holds no device state."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
+
+
+def choose(comm, wanted, count, kind) -> int:
+    """The device index this rank takes (collective): ``wanted``
+    (backend.device), or -1 for the rank's index on its node; a device that
+    is not there is one ConfigError on every rank."""
+    from ..config import ConfigError
+    from ..parallel.mpi import all_ranks, node_rank
+    local = node_rank(comm)
+    if not all_ranks(comm, wanted < count):
+        raise ConfigError(f"backend.device: there is no {kind} device {wanted} here ({count} found; "
+                          f"python -m solver info lists them)")
+    return wanted if wanted >= 0 else local
+
+
+def launcher_local_rank() -> int:
+    """The rank on the node as the launcher says (Open MPI, SLURM), else 0:
+    for a backend used without ``bind`` (tests, tools)."""
+    return int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+
+
+def real_of(dtype):
+    """(the kernels' ``real``, the NumPy type) for bodies of ``dtype``."""
+    return ("float", np.float32) if np.dtype(dtype) == np.float32 else ("double", np.float64)
 
 
 def box3(shape, box):

@@ -19,12 +19,9 @@ them), or by ``backend.device``.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from . import device
-
 
 name = "opencl"
 
@@ -59,18 +56,9 @@ def available():
     return True, ""
 
 
-def bind(comm, device=-1):
-    """Choose this rank's device (``device``, or by its rank on the node) and
-    create the context (collective: every rank learns of a bad choice)."""
-    from ..config import ConfigError
-    from ..parallel.mpi import all_ranks, node_rank
-    local = node_rank(comm)
-    count = len(_devices())
-    ok = device < count
-    if not all_ranks(comm, ok):
-        raise ConfigError(f"backend.device: there is no OpenCL device {device} here ({count} found; "
-                          f"python -m solver info lists them)")
-    _context(device if device >= 0 else local)
+def bind(comm, wanted=-1):
+    """Choose this rank's device (see device.choose) and create the context (collective)."""
+    _context(device.choose(comm, wanted, len(_devices()), "OpenCL"))
 
 
 def devices() -> list[str]:
@@ -87,17 +75,15 @@ def _context(index=None):
         cl.enqueue_barrier(_state["queue"], wait_for=_state["halo_in"])
         _state["halo_in"] = []
     if "queue" not in _state:
-        if index is None:                # not bound through get_backend: the launcher's word, else 0
-            index = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
         found = _devices()
-        device = found[index % len(found)]
-        if not device.double_fp_config:
+        chosen = found[(device.launcher_local_rank() if index is None else index) % len(found)]
+        if not chosen.double_fp_config:
             from ..config import ConfigError
-            raise ConfigError(f"backend.name: the OpenCL device {device.name} has no float64 support")
-        ctx = cl.Context([device])
+            raise ConfigError(f"backend.name: the OpenCL device {chosen.name} has no float64 support")
+        ctx = cl.Context([chosen])
         # two in-order queues: kernels on one, halo traffic on the other, so
         # halo copies need not wait for the interior kernels queued before them
-        _state.update(device=device, context=ctx, queue=cl.CommandQueue(ctx), copy=cl.CommandQueue(ctx),
+        _state.update(device=chosen, context=ctx, queue=cl.CommandQueue(ctx), copy=cl.CommandQueue(ctx),
                       programs={}, halo_in=[])
     return _state["context"], _state["queue"]
 
@@ -134,12 +120,6 @@ def device_copy(nbytes) -> float:
     t0 = time.perf_counter()
     cl.enqueue_copy(queue, b, a).wait()
     return time.perf_counter() - t0
-
-
-def describe() -> str:
-    _context()
-    d = _state["device"]
-    return f"{d.name.strip()} ({d.platform.name.strip()}, {d.global_mem_size / 2**30:.1f} GiB)"
 
 
 # ----------------------------------------------------------------------------
@@ -309,8 +289,7 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
 # ----------------------------------------------------------------------------
 # n-body
 def _nbody_inputs(xi, xj, mj):
-    real = "float" if xi.dtype == np.float32 else "double"
-    dtype = np.float32 if real == "float" else np.float64
+    real, dtype = device.real_of(xi.dtype)
     prg, queue = _program(real)
     ctx = _state["context"]
     mf = cl.mem_flags
