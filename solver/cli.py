@@ -73,9 +73,10 @@ def parse_args(argv):
 
 
 def _read_text(path):
+    """A config file's text: a regular file of at most 1 MiB (not a FIFO or a device)."""
+    from .config import read_small_text
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        return read_small_text(path, "config file")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found (see configs/ for examples)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -190,10 +191,22 @@ def cmd_run(args, comm) -> int:
 
 
 def cmd_plot(args, comm) -> int:
+    """Rank 0 draws; bad input is exit 2 on every rank, a failure to write
+    that is not the user's (a full disk) one line and exit 1."""
+    from .parallel.mpi import error_line, log, root_decides
     from .plot import plot_run
-    if comm.rank == 0:
-        for path in plot_run(args.run_dir, step=args.step, out_dir=args.out):
-            print(f"wrote {path}")
+
+    def on_root():
+        try:
+            return 0, plot_run(args.run_dir, step=args.step, out_dir=args.out)
+        except OSError as exc:
+            return 1, f"plot: cannot write the images: {exc}"
+    code, result = root_decides(comm, on_root)
+    if code:
+        error_line(result, comm)
+        return 1
+    for path in result:
+        log(f"wrote {path}", comm)
     return 0
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -180,6 +182,47 @@ class Settings:
 
     def to_toml(self) -> str:
         return dump_toml(self.to_dict())
+
+
+# ----------------------------------------------------------------------------
+# reading a file the user names
+MAX_TEXT_BYTES = 1 << 20       # a config, or another small text file a user names, is at most 1 MiB
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(mode, path, what):
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "of an unknown kind")
+        raise ConfigError(f"{what} {path} is {kind}, not a regular file; name a regular file")
+
+
+def open_regular(path, what):
+    """``path`` opened for binary reading, if it is a regular file: checked
+    before the open, and again on the open descriptor, which is opened
+    non-blocking so that a FIFO put there in between cannot hang the open.
+    A device or a FIFO is a ConfigError naming ``what``; OSError (a missing
+    file too) is the caller's to word."""
+    _check_regular(os.stat(path).st_mode, path, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _check_regular(os.fstat(fd).st_mode, path, what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_small_text(path, what, limit=MAX_TEXT_BYTES) -> str:
+    """The text of a small UTF-8 file the user names (``open_regular``), read
+    no further than ``limit`` bytes: a larger one is a ConfigError."""
+    with open_regular(path, what) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit / 2 ** 20:g} MiB, the most it may hold; "
+                          f"check that it is the right file")
+    return data.decode("utf-8")
 
 
 # ----------------------------------------------------------------------------

@@ -1,12 +1,18 @@
 """``python -m solver plot RUN_DIR``: PNG images of a run, the field of a
-checkpoint (the model's picture) and the diagnostics history."""
+checkpoint (the model's picture) and the diagnostics history.
+
+The images are drawn in a private temporary directory, then written into
+the output directory (default RUN_DIR/plots) by ``io.owned``: an image
+replaces only one that this command wrote, never a user's file."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 from .config import ConfigError
 from .io.figures import render_history
 from .io.inputs import check_file
+from .io.owned import write_results
 from .io.rotation import list_checkpoints
 from .models import get
 
@@ -22,11 +28,16 @@ def plot_run(run_dir, step=None, out_dir=None) -> list[str]:
     path = found[step]
     info = check_file(path, "plot")
     spec = get(info.attrs["problem"])
-    out_dir = out_dir or os.path.join(run_dir, "plots")
-    try:
-        written = [spec.picture(path, out_dir)]
-        history = render_history(os.path.join(run_dir, "diagnostics.csv"), out_dir,
-                                 lambda cols: spec.history_panels(cols, path))
-    except ImportError as exc:
-        raise ConfigError(str(exc)) from None
-    return written + ([history] if history else [])
+    with tempfile.TemporaryDirectory(prefix="solver-plot-") as drawn:
+        try:
+            images = [spec.picture(path, drawn)]
+            history = render_history(os.path.join(run_dir, "diagnostics.csv"), drawn,
+                                     lambda cols: spec.history_panels(cols, path))
+        except ImportError as exc:
+            raise ConfigError(str(exc)) from None
+        images += [history] if history else []
+        files = {}
+        for image in images:
+            with open(image, "rb") as fh:
+                files[os.path.basename(image)] = fh.read()
+    return write_results(out_dir or os.path.join(run_dir, "plots"), files, "plot --out")

@@ -98,6 +98,17 @@ def test_more_ranks_than_cells_along_an_axis(tmp_path):
     assert r.stderr.count("solver: error:") == 1 and "heat.shape" in r.stderr and "3 ranks" in r.stderr
 
 
+def test_process_grid_follows_the_domain(tmp_path):
+    """[1, 64] on 4 ranks is split along its long axis ([1, 4]), not refused as [2, 2]."""
+    args = ["run", "--set", "heat.shape=[1,64]", "--set", "time.steps=10", "--set", "heat.initial=random"]
+    serial = run_solver(args + ["--output", str(tmp_path / "a")])
+    parallel = run_solver(args + ["--output", str(tmp_path / "b")], np=4)
+    assert serial.returncode == 0 and parallel.returncode == 0, serial.stderr + parallel.stderr
+    with h5py.File(tmp_path / "a/checkpoints/step_000000010.h5") as fa, \
+            h5py.File(tmp_path / "b/checkpoints/step_000000010.h5") as fb:
+        assert np.array_equal(fa["heat/u"][...], fb["heat/u"][...])
+
+
 def test_serial_bad_input_prints_exactly_one_line(tmp_path):
     r = run_solver(["run", _write(tmp_path, "[heat]\nshape = [4, 0]\n")])
     assert r.returncode == 2 and r.stderr.count("\n") == 1

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..config import ConfigError
-from ..parallel.mpi import log, quiet_barrier
+from ..io.owned import check_replaceable, write_results
+from ..parallel.mpi import log, quiet_barrier, root_decides
 from . import median_spread, peers, scratch_dir, timed_run
 
 BYTES_PER_CELL = 16
@@ -28,6 +29,7 @@ FLOPS_PER_PAIR = 20
 GOALS = {"heat2d": 1.2, "nbody": 2.0}        # ours / peer, on one rank
 WEAK_GOAL = 0.9                               # heat, 1 -> 2 ranks
 DEVICE_BACKENDS = ("cuda", "opencl")          # measured on every problem, against their device's copy bandwidth
+RESULTS = "compute.json"                      # in --dir; replaces only a file the bench wrote (io.owned)
 
 
 @dataclass
@@ -177,6 +179,7 @@ def bench_compute(comm, args) -> int:
         wanted = [b for b in ("numpy", "cpu", "cuda") if b in usable]     # PoCL's opencl: --backends opencl
     if not wanted:
         raise ConfigError("bench --backends: name at least one backend")
+    root_decides(comm, check_replaceable, args.dir, [RESULTS], "bench --dir")    # before minutes of measuring
     rank_counts = sorted({1, min(2, comm.size), comm.size})
     log(f"bench: {comm.size} rank(s), backends {', '.join(wanted)}, "
         f"median of {args.repeats} runs of ~{args.seconds:g} s each")
@@ -194,13 +197,12 @@ def bench_compute(comm, args) -> int:
         quiet_barrier(comm)
     with scratch_dir(comm, args.dir, "compute-") as scratch:
         rows = _measure_all(comm, args, wanted, rank_counts, scratch)
+    results = None
     if comm.rank == 0:
-        text = report(rows, bandwidth, args)
-        log(text)
-        os.makedirs(args.dir, exist_ok=True)
-        with open(os.path.join(args.dir, "compute.json"), "w") as fh:
-            json.dump({"machine": machine(), "bandwidth": {str(k): v for k, v in bandwidth.items()},
-                       "rows": [asdict(r) for r in rows]}, fh, indent=1)
+        log(report(rows, bandwidth, args))
+        results = json.dumps({"machine": machine(), "bandwidth": {str(k): v for k, v in bandwidth.items()},
+                              "rows": [asdict(r) for r in rows]}, indent=1).encode()
+    root_decides(comm, write_results, args.dir, {RESULTS: results}, "bench --dir")
     return 0
 
 

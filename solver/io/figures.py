@@ -7,11 +7,14 @@ matplotlib is an optional extra: ``pip install .[plot]``.
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
 
+from ..config import open_regular
 from .rotation import run_dir_of
+from .safefile import write_atomically
 
 
 def figure(width, height):
@@ -25,6 +28,16 @@ def figure(width, height):
     return fig
 
 
+def save_figure(fig, path) -> str:
+    """``fig`` as a PNG at ``path``: rendered in memory, written under a new
+    temporary name and renamed, so never through a link at ``path`` and
+    never seen half-written."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    write_atomically(path, png.getvalue(), sync=False)
+    return path
+
+
 def run_name(path) -> str:
     """The run directory's name, for titles (``RUN/checkpoints/step_N.h5``)."""
     return os.path.basename(run_dir_of(path))
@@ -33,7 +46,7 @@ def run_name(path) -> str:
 def read_history(csv_path) -> dict | None:
     """Columns of diagnostics.csv as arrays; rows that do not parse (a line
     cut short when a job was killed) are skipped.  None when there are none."""
-    with open(csv_path, encoding="utf-8", errors="replace") as fh:
+    with io.TextIOWrapper(open_regular(csv_path, "diagnostics file"), encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         rows = []
@@ -76,7 +89,5 @@ def render_history(csv_path, out_dir, panels_of) -> str | None:
     run = os.path.basename(os.path.dirname(os.path.abspath(csv_path)))
     fig.suptitle(f"{run}: diagnostics, steps {int(cols['step'][0])} to {int(cols['step'][-1])}, "
                  f"t = {cols['time'][0]:.6g} to {cols['time'][-1]:.6g}")
-    out = os.path.join(out_dir, "history.png")
     os.makedirs(out_dir, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return save_figure(fig, os.path.join(out_dir, "history.png"))

@@ -5,6 +5,7 @@ axis (no divisibility requirement); axes may be periodic.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .mpi import MPI
@@ -19,21 +20,56 @@ def block_range(n: int, parts: int, index: int) -> tuple[int, int]:
     return start, base + (1 if index < extra else 0)
 
 
+def _divisors(n: int) -> list[int]:
+    small = [k for k in range(1, math.isqrt(n) + 1) if n % k == 0]
+    return sorted(set(small + [n // k for k in small]))
+
+
+def _grids(nranks: int, limits):
+    """Every process grid of ``nranks`` ranks whose count along each axis is
+    at most that axis's entry of ``limits``."""
+    if len(limits) == 1:
+        if nranks <= limits[0]:
+            yield (nranks,)
+        return
+    for p in _divisors(nranks):
+        if p > limits[0]:
+            break
+        for rest in _grids(nranks // p, limits[1:]):
+            yield (p, *rest)
+
+
+def _halo_surface(dims, shape) -> int:
+    """Cells on the faces between blocks (the wrap-around faces of a periodic
+    grid add the same amount to every grid, so they do not change the choice)."""
+    return sum(p * math.prod(shape[:d] + shape[d + 1:]) for d, p in enumerate(dims))
+
+
+def best_grid(nranks: int, shape) -> list[int] | None:
+    """The process grid of ``nranks`` that gives every rank at least one cell
+    along each axis (all a block needs: the heat model takes no more steps per
+    exchange than its thinnest block is wide) with the least halo surface;
+    ties go to the grid with more ranks along longer axes (for equal axes,
+    earlier ones), which is MPI_Dims_create's grid on a cube.  None: no grid fits."""
+    shape = tuple(shape)
+    order = sorted(range(len(shape)), key=lambda d: -shape[d])
+    grids = list(_grids(nranks, shape))
+    if not grids:
+        return None
+    return list(min(grids, key=lambda g: (_halo_surface(g, shape), [-g[d] for d in order])))
+
+
 def choose_dims(nranks: int, shape) -> list[int]:
-    """Process grid from MPI_Dims_create, its largest factors given to the
-    longest axes; an error when some axis would get ranks with no cells."""
-    ndim = len(shape)
-    dims = sorted(MPI.Compute_dims(nranks, [0] * ndim), reverse=True)
-    order = sorted(range(ndim), key=lambda d: -shape[d])
-    placed = [0] * ndim
-    for d, n in zip(order, dims):
-        placed[d] = n
-    if any(p > n for p, n in zip(placed, shape)):
-        raise ConfigError(
-            f"heat.shape: {list(shape)} cannot be split over {nranks} ranks "
-            f"(process grid {placed} puts more ranks than cells along an axis); "
-            f"use fewer ranks or a larger grid")
-    return placed
+    """The process grid (``best_grid``); an error naming the most ranks the
+    grid can be split over when ``nranks`` cannot."""
+    dims = best_grid(nranks, shape)
+    if dims is not None:
+        return dims
+    fewer = next(k for k in range(min(nranks - 1, math.prod(shape)), 0, -1) if best_grid(k, shape) is not None)
+    raise ConfigError(
+        f"heat.shape: {list(shape)} cannot be split over {nranks} ranks (every process grid puts more ranks "
+        f"than cells along some axis); use at most {fewer} ranks (process grid {best_grid(fewer, shape)}) "
+        f"or a larger grid")
 
 
 @dataclass

@@ -103,26 +103,11 @@ def all_ranks(comm, ok: bool) -> bool:
 
 
 def available_memory() -> int | None:
-    """Bytes this node can still give: MemAvailable, or less under a cgroup
-    limit (SLURM's --mem, containers); None where neither can be read."""
-    found = []
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as fh:
-            limit = fh.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as fh:
-            used = int(fh.read().strip())
-        if limit != "max":
-            found.append(max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
+    """Bytes this node can still give this process: MemAvailable, or less
+    under any cgroup limit above it (SLURM's --mem, containers; see
+    ``memory``); None where neither can be read."""
+    from .memory import available_memory as read
+    return read()
 
 
 def node_rank(comm) -> int:

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ...io.figures import figure, run_name
+from ...io.figures import figure, run_name, save_figure
 from ...io.xdmf import hdf_item, numbers
 
 
@@ -73,9 +73,7 @@ def picture(path, out_dir) -> str:
         ax.set_title(title)
         fig.colorbar(im, ax=ax, shrink=0.85, label="temperature u")
     fig.suptitle(f"{run_name(path)}: heat {'x'.join(map(str, shape))}, step {step}, t = {t:.6g}")
-    out = os.path.join(out_dir, f"field_{step:09d}.png")
-    fig.savefig(out)
-    return out
+    return save_figure(fig, os.path.join(out_dir, f"field_{step:09d}.png"))
 
 
 def _volume(path) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ...io.figures import figure, run_name
+from ...io.figures import figure, run_name, save_figure
 from ...io.xdmf import hdf_item
 
 
@@ -45,9 +45,7 @@ def picture(path, out_dir) -> str:
     ax.set_xlabel("x (length units)")
     ax.set_ylabel("y (length units)")
     ax.set_title(f"{run_name(path)}: {len(x)} bodies projected on x-y\nstep {step}, t = {t:.6g}")
-    out = os.path.join(out_dir, f"particles_{step:09d}.png")
-    fig.savefig(out)
-    return out
+    return save_figure(fig, os.path.join(out_dir, f"particles_{step:09d}.png"))
 
 
 def history_panels(cols, path) -> list:
