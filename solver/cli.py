@@ -191,8 +191,8 @@ def cmd_run(args, comm) -> int:
 
 
 def cmd_plot(args, comm) -> int:
-    """Rank 0 draws; bad input is exit 2 on every rank, a failure to write
-    that is not the user's (a full disk) one line and exit 1."""
+    """Rank 0 draws; bad input is exit 2 on every rank, a failure that is
+    not the user's (a full disk, a failing file system) one line and exit 1."""
     from .parallel.mpi import error_line, log, root_decides
     from .plot import plot_run
 
@@ -200,7 +200,7 @@ def cmd_plot(args, comm) -> int:
         try:
             return 0, plot_run(args.run_dir, step=args.step, out_dir=args.out)
         except OSError as exc:
-            return 1, f"plot: cannot write the images: {exc}"
+            return 1, f"plot: {exc}"
     code, result = root_decides(comm, on_root)
     if code:
         error_line(result, comm)
