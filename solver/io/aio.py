@@ -176,4 +176,4 @@ def take_request(path, refused=None) -> str | None:
         return f"{kind} that cannot be removed ({exc.strerror}): remove it, or the next start takes it again"
     if kind == "a file":
         return "removed"
-    return f"{kind}, removed" + (" (not its target)" if kind == "a symbolic link" else "")
+    return f"{kind}, removed" + ("; its target is untouched" if kind == "a symbolic link" else "")
