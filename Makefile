@@ -15,11 +15,9 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
-# Our abort hook prints the failing rank and traceback; skip mpiexec's banners.
-export OMPI_MCA_orte_execute_quiet := 1
-# On SIGTERM mpiexec waits this long, forwards SIGTERM, waits again, then kills:
-# time for every rank to write its final checkpoint.
-export OMPI_MCA_odls_base_sigkill_timeout := 10
+# No orte_execute_quiet (it hides mpiexec's own errors) and no
+# odls_base_sigkill_timeout: Open MPI 4.1's mpiexec sleeps twice that long
+# after every non-zero exit, bad input included (README, "Running MPI yourself").
 # hwloc inside mpiexec loads any installed OpenCL driver; PoCL then takes
 # SIGUSR1, which mpiexec no longer forwards to the ranks (see README).
 export HWLOC_COMPONENTS ?= -opencl

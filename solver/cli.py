@@ -170,10 +170,9 @@ def cmd_run(args, comm) -> int:
     try:
         summary = run(model, settings, output_dir, comm, triggers, helper,
                       lineage={"run_id": out.run_id, **({"parent": out.parent} if out.parent else {})})
-    finally:
+    finally:                             # (run() has made later stop signals harmless: Triggers.finish)
         if helper is not None:
             helper.close()
-    triggers.restore(late_interrupt=True)
     model.close()
 
     t = summary["timers"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
 import time as _time
 from contextlib import contextmanager
@@ -10,7 +11,10 @@ from contextlib import contextmanager
 import numpy as np
 
 from .config import ConfigError
+from .io.safefile import write_atomically
 from .parallel.mpi import MPI, all_ranks, emit
+
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class Timers:
@@ -123,16 +127,25 @@ class DiagnosticsLog:
         self.path, self.root, self.columns = path, comm.rank == 0, None
 
     def begin(self, step):
-        """Keep the rows before ``step`` (rank 0; an atomic rewrite).  A file
-        without a header of ours is moved aside (``.damaged``), not lost."""
-        if not self.root or not os.path.exists(self.path):
+        """Keep the rows before ``step`` (rank 0; an atomic rewrite that never
+        writes through a link).  A file without a header of ours, or anything
+        other than a plain file at that name, is moved aside (``.damaged``),
+        not lost."""
+        if not self.root:
             return
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().split("\n")
+        try:
+            plain = stat.S_ISREG(os.lstat(self.path).st_mode)
+        except FileNotFoundError:
+            return
+        lines = [""]
+        if plain:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().split("\n")
         header, kept = lines[0], []
         if not header.startswith("step,"):
             os.replace(self.path, self.path + ".damaged")
-            emit(sys.stderr, f"solver: warning: {self.path} has no header; moved aside to "
+            what = "has no header" if plain else "is not a plain file"
+            emit(sys.stderr, f"solver: warning: {self.path} {what}; moved aside to "
                              f"diagnostics.csv.damaged and started anew\n")
             return
         width = len(header.split(","))
@@ -144,17 +157,14 @@ class DiagnosticsLog:
             except ValueError:
                 continue                     # a line cut short by a kill
         self.columns = header.split(",")
-        tmp = self.path + ".part"
-        with open(tmp, "w") as fh:
-            fh.write("\n".join([header] + kept) + "\n")
-        os.replace(tmp, self.path)
+        write_atomically(self.path, "\n".join([header] + kept) + "\n", sync=False)
 
     def append(self, diag):
         """A row; the header too when the file is new."""
         if not self.root:
             return
         self.columns = self.columns or list(diag)
-        with open(self.path, "a") as fh:
+        with os.fdopen(os.open(self.path, _APPEND, 0o644), "a") as fh:      # never through a link
             if fh.tell() == 0:
                 fh.write(",".join(self.columns) + "\n")
             fh.write(",".join(str(int(diag["step"])) if c == "step" else repr(float(diag.get(c, float("nan"))))
@@ -163,11 +173,12 @@ class DiagnosticsLog:
 
 class _Agreement:
     """The per-step collective that keeps every rank acting at the same step:
-    rank 0's requests (stop, checkpoint), every rank's writer state, whether
-    every rank's state is still finite, and rank 0's choice of the next step
-    to check (about every 0.2 s of stepping).  The finiteness check reads the
-    whole state, so it runs only when stepping since the last one took at
-    least ``CHECK_RATIO`` times what the check costs."""
+    every rank's requests (stop, checkpoint: a scheduler or a watchdog may
+    signal any rank), every rank's writer state, whether every rank's state is
+    still finite, and rank 0's choice of the next step to check (about every
+    0.2 s of stepping).  The finiteness check reads the whole state, so it
+    runs only when stepping since the last one took at least ``CHECK_RATIO``
+    times what the check costs."""
     TARGET_SECONDS = 0.2
     CHECK_RATIO = 100
 
@@ -190,15 +201,16 @@ class _Agreement:
         self._check_cost = self._last_check - now
         return bad
 
-    def poll(self, step) -> tuple[int, int]:
-        """(stop, checkpoint): collective, the same on every rank; raises
-        FloatingPointError on every rank when some rank's state is not finite."""
-        flags = np.zeros(7, dtype=np.int64)
+    def poll(self, step) -> tuple[str | None, str | None]:
+        """(why stop, why checkpoint now), each None when nobody asked:
+        collective, the same on every rank; raises FloatingPointError on every
+        rank when some rank's state is not finite."""
+        stop, checkpoint = self.triggers.take()
+        flags = np.zeros(6, dtype=np.int64)
+        flags[0:2] = stop, checkpoint
         flags[2:4] = self.writer.local_flags()
         flags[5] = self._state_bad()
-        flags[6] = self.triggers.launcher_gone()
         if self.comm.rank == 0:
-            flags[0:2] = self.triggers.take()
             s0, t0 = self._mark
             now = _time.perf_counter()
             per_step = (now - t0) / max(1, step - s0)
@@ -209,17 +221,38 @@ class _Agreement:
         self.writer.absorb(int(flags[2]), int(flags[3]))
         if flags[5]:
             raise_not_finite(self.model, "the state")
-        if flags[6]:
-            self.triggers.request_stop("the launcher exited")
-            flags[0] = 1
         self.next_step = step + int(flags[4])
-        return int(flags[0]), int(flags[1])
+        why_stop = self._reason(stop and self.triggers.stop_reason) if flags[0] else None
+        why_checkpoint = self._reason(checkpoint and self.triggers.checkpoint_reason) if flags[1] else None
+        return why_stop, why_checkpoint
+
+    def _reason(self, mine):
+        """The lowest asking rank's reason, on every rank (collective: called
+        on every rank once a request has been agreed on, which is rare)."""
+        if self.comm.size == 1:
+            return mine or "a request"
+        for rank, reason in enumerate(self.comm.allgather(mine or None)):
+            if reason:
+                return reason if rank == 0 else f"{reason} on rank {rank}"
+        return "a request"
 
 
 def raise_not_finite(model, what):
     raise FloatingPointError(f"{what} stopped being finite by step {model.step_count} (t = {model.time:.6g}): "
                              f"the run is stopped and its newest checkpoint is the last good state; "
                              f"reduce time.dt or check the inputs")
+
+
+def check_state(model, comm):
+    """Every check whose failure ends a run with exit status 4, with the same
+    verdict on every rank (collective): run before every checkpoint, so that
+    the newest checkpoint after an exit 4 is always a good state.  A model may
+    add checks of its own (``check_state``: bodies that met, for n-body)."""
+    if not all_ranks(comm, model.state_ok()):
+        raise_not_finite(model, "the state")
+    own = getattr(model, "check_state", None)
+    if own is not None:
+        own()
 
 
 def _next_multiple(step, every):
@@ -286,8 +319,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
 
     def checkpoint():
         with timers("output"):
-            if not all_ranks(comm, model.state_ok()):      # never replace a good checkpoint with a bad state
-                raise_not_finite(model, "the state")
+            check_state(model, comm)                       # never replace a good checkpoint with a bad state
             attrs = {**model.checkpoint_attrs(), **(lineage or {})}
             now = {**timers.seconds, "writing": writer.seconds}
             attrs["timings"] = timings_json({k: now.get(k, 0.0) + earlier.get(k, 0.0) for k in {*now, *earlier}})
@@ -316,13 +348,15 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                 diag = diagnose()
             want = bool(every) and step % every == 0 and step != end
             if agreement.due(step):
-                stop, now = agreement.poll(step)
+                stop, asked = agreement.poll(step)
                 status("running")
                 if stop and step != end:
-                    stop_reason = triggers.stop_reason or "a stop request on rank 0"
+                    stop_reason = stop
                     progress.note(f"stopping at step {step} ({stop_reason}): writing the final checkpoint")
                     break
-                want = want or (bool(now) and step != end)
+                if asked and step != end:
+                    progress.note(f"checkpoint at step {step} ({asked})")
+                    want = True
             if want:
                 checkpoint()
         model.backend.sync()                    # a device backend may still be running queued steps
@@ -336,11 +370,9 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         # raised on every rank at the same step: let a write in flight (an
         # earlier, good state) finish before MPI shuts down
         writer.join()
-        triggers.restore()
         raise
-    except BaseException:
-        triggers.restore()
-        raise
+    finally:
+        triggers.finish()                       # a late signal must not change the exit status
     status("stopped" if stop_reason else "finished")
     return {"final": diag, "steps": model.step_count - start, "loop_seconds": loop_seconds,
             "timers": timers.max_over(comm), "checkpoint": writer.last_path, "stopped": stop_reason,

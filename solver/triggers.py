@@ -1,8 +1,9 @@
 """Requests to checkpoint or stop: signals, a wall-clock limit, request files.
 
-Every rank installs the handlers (a launcher may signal any of them) but only
-rank 0's view counts: the driver folds it into a collective at a step
-boundary, so all ranks act at the same step.
+Every rank installs the handlers (a launcher, a scheduler or a watchdog may
+signal any of them), and a request on any rank counts: the driver folds every
+rank's requests into the collective that agrees on the step, so all ranks act
+at the same step.
 
     SIGUSR1         checkpoint at the next step boundary and go on
     SIGUSR2, SIGTERM, SIGINT, SIGHUP
@@ -13,6 +14,9 @@ boundary, so all ranks act at the same step.
                     runs its own kill sequence and exits 1 whatever the ranks return.
     time.wall_limit checkpoint and stop once this much wall time has passed
     OUTPUT/CHECKPOINT, OUTPUT/STOP   files, same as SIGUSR1 / SIGTERM (see io.aio)
+
+Once the run is over (``finish``), these signals are ignored until the process
+exits: the status the run decided (0, 2, 3, 4) is the one it exits with.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import time
 from .parallel.mpi import unblock_output
 
 EXIT_STOPPED = 3        # stopped early on request, final checkpoint written: restart with --restart latest
+
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Triggers:
@@ -40,28 +46,31 @@ class Triggers:
         self._checkpoints_asked = 0
         self._checkpoints_taken = 0
         self._interrupts = 0
-        self._previous = {}
+        self._installed = False
         self._launcher = os.getppid() if _under_launcher() else None
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig, handler in ((signal.SIGUSR1, self._on_usr1), (signal.SIGUSR2, self._on_stop),
-                             (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGHUP, self._on_stop)):
+        self._installed = True
+        for sig in (signal.SIGUSR1, *STOP_SIGNALS):
             if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
                 continue                     # nohup: the user asked to ignore it
-            self._previous[sig] = signal.signal(sig, handler)
+            signal.signal(sig, self._on_usr1 if sig == signal.SIGUSR1 else self._on_stop)
 
-    def restore(self, late_interrupt=False):
-        """Put back the handlers found at install; with ``late_interrupt``,
-        Ctrl-C after the run's output is complete ends the process at once
-        with one line (not a traceback from wherever shutdown is)."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-        if late_interrupt and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, _interrupted_after_the_run)
+    def finish(self):
+        """The run is over and its output complete (or its error decided): from
+        here until the process exits, checkpoint and stop signals have nothing
+        left to do and are ignored, so a second one does not change the exit
+        status.  (Ignored, not handled: Python puts its own handlers back to
+        the default actions while it shuts down, before MPI_Finalize runs, but
+        leaves ignored signals ignored.)  Ctrl-C ends the process at once with
+        one line.  Nothing changes where ``install`` was not called."""
+        if not self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, _interrupted_after_the_run)
 
     def _on_usr1(self, signum, frame):
         self.request_checkpoint("SIGUSR1")
@@ -91,7 +100,9 @@ class Triggers:
         return self._launcher is not None and os.getppid() != self._launcher
 
     def take(self) -> tuple[int, int]:
-        """(stop, checkpoint) as seen here now; a checkpoint request is consumed."""
+        """(stop, checkpoint) as seen on this rank now; a checkpoint request is consumed."""
+        if self.launcher_gone():
+            self.request_stop("the launcher exited")
         if self.wall_limit and self.stop_reason is None and time.monotonic() - self.t0 >= self.wall_limit:
             self.request_stop(f"time.wall_limit of {self.wall_limit:g} s")
         asked = self._checkpoints_asked

@@ -15,7 +15,8 @@ MPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     "OMPI_MCA_rmaps_base_oversubscribe": "1",
     "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-    "OMPI_MCA_orte_execute_quiet": "1",
+    # nothing that hides mpiexec's own errors (orte_execute_quiet) or lengthens
+    # its kill sequence (odls_base_sigkill_timeout): see README, "Running MPI yourself"
     # hwloc in mpiexec would load an installed OpenCL driver (PoCL), which
     # takes SIGUSR1 from Open MPI's forwarding (see README, "Running MPI yourself")
     "HWLOC_COMPONENTS": "-opencl",

@@ -20,7 +20,7 @@ LONG = ["run", "--set", "heat.shape=[64,64]", "--set", "time.steps=100000000", "
 
 
 def _start(args, np_, extra_env=None):
-    env = clean_env({"SOLVER_PROGRESS": "plain", "OMPI_MCA_odls_base_sigkill_timeout": "5", **(extra_env or {})})
+    env = clean_env({"SOLVER_PROGRESS": "plain", **(extra_env or {})})
     return subprocess.Popen(solver_cmd(args, np_), cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -50,10 +50,10 @@ def _kill_session(proc):
     proc.wait(timeout=30)
 
 
-def _signal_run(tmp_path, np_, first, then):
+def _signal_run(tmp_path, np_, first, then, extra_env=None):
     """Start a long run, send ``first`` and wait for its checkpoint, then ``then``."""
     run = str(tmp_path / "run")
-    proc = _start(LONG + ["--output", run], np_)
+    proc = _start(LONG + ["--output", run], np_, extra_env)
     try:
         _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
         if first is not None:
@@ -83,8 +83,9 @@ def test_usr1_checkpoints_and_usr2_stops_cleanly(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_to_mpiexec_still_writes_the_final_checkpoint(tmp_path, sig):
     """Open MPI's mpiexec sends SIGTERM to the ranks after its grace period and
-    then exits 1 whatever they return (documented); the ranks checkpoint."""
-    run, code, out, err = _signal_run(tmp_path, 2, None, sig)
+    then exits 1 whatever they return (documented); the ranks checkpoint
+    within the grace period (five seconds here)."""
+    run, code, out, err = _signal_run(tmp_path, 2, None, sig, {"OMPI_MCA_odls_base_sigkill_timeout": "5"})
     assert code in (EXIT_STOPPED, 1), (code, err[-2000:])
     assert len(_steps(run)) == 1          # mpiexec stops relaying output, so the files tell
 
@@ -277,3 +278,133 @@ def test_signal_handlers_take_no_lock():
         lock.release()
     assert finished, "a signal handler blocked on a lock"
     assert triggers.take() == (1, 1) and triggers.take() == (1, 0)
+
+
+# --- a request on any rank, and signals after the stop ---------------------------------
+def _rank_pid(launcher, rank):
+    """The pid of ``rank`` among the launcher's children (Open MPI puts
+    OMPI_COMM_WORLD_RANK in each rank's environment), or None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                parent = next(int(line.split()[1]) for line in fh if line.startswith("PPid:"))
+            if parent != launcher:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if f"OMPI_COMM_WORLD_RANK={rank}".encode() in fh.read().split(b"\0"):
+                    return int(entry)
+        except (OSError, StopIteration, ValueError):
+            continue
+    return None
+
+
+@pytest.mark.parametrize("np_, first, then", [(2, signal.SIGUSR1, signal.SIGTERM), (2, None, signal.SIGINT),
+                                              (4, signal.SIGUSR1, signal.SIGUSR2), (4, None, signal.SIGHUP)],
+                         ids=["2-USR1-TERM", "2-INT", "4-USR1-USR2", "4-HUP"])
+def test_a_signal_to_the_last_rank_counts(tmp_path, np_, first, then):
+    """Schedulers and watchdogs signal the processes on a node, not rank 0:
+    a request on any rank is agreed on by all, at the same step."""
+    run = str(tmp_path / "run")
+    proc = _start(LONG + ["--output", run], np_)
+    last = np_ - 1
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
+        pid = _rank_pid(proc.pid, last)
+        assert pid is not None, "rank not found among mpiexec's children"
+        if first is not None:
+            os.kill(pid, first)
+            _wait_for(lambda: _steps(run), what=f"the {first.name} checkpoint")
+            assert proc.poll() is None, f"{first.name} must not stop the run"
+        os.kill(pid, then)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode == EXIT_STOPPED, (proc.returncode, out[-2000:], err[-2000:])
+    assert f"({then.name} on rank {last}): writing the final checkpoint" in out, out[-2000:]
+    if first is not None:
+        assert f"({first.name} on rank {last})" in out
+    assert len(_steps(run)) == (2 if first is not None else 1)
+
+
+def test_signals_after_the_stop_keep_exit_status_3(tmp_path):
+    """Once the run has stopped with its checkpoint, more stop signals (a
+    scheduler that repeats itself) change nothing: the status stays 3, which
+    is what slurm/solver-step.sh requeues on."""
+    run = str(tmp_path / "run")
+    proc = _start(LONG + ["--output", run], None)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "diagnostics.csv")), what="the run to start")
+        proc.send_signal(signal.SIGUSR2)
+        seen = []
+        for line in proc.stdout:                 # until the run says it stopped, then at once
+            seen.append(line)
+            if line.startswith("stopped at step"):
+                break
+        for sig in (signal.SIGUSR2, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc)
+    assert proc.returncode == EXIT_STOPPED, (proc.returncode, "".join(seen)[-2000:], err[-2000:])
+    assert len(_steps(run)) == 1
+
+
+def test_after_the_run_stop_signals_are_ignored_until_exit():
+    """In the process itself: ``finish`` leaves the checkpoint and stop signals
+    ignored (not merely handled: Python resets its own handlers to the default
+    actions when it shuts down, before MPI_Finalize, while ignored ones stay)."""
+    from solver.triggers import Triggers, _interrupted_after_the_run
+    names = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    saved = {sig: signal.getsignal(sig) for sig in names}
+    try:
+        triggers = Triggers()
+        triggers.install()
+        triggers.finish()
+        assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in names[:4])
+        assert signal.getsignal(signal.SIGINT) is _interrupted_after_the_run
+        os.kill(os.getpid(), signal.SIGTERM)        # ignored: this process lives on
+        os.kill(os.getpid(), signal.SIGUSR2)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+# --- the launcher's death -------------------------------------------------------------
+def _last_row_step(path):
+    try:
+        with open(path) as fh:
+            rows = fh.read().strip().splitlines()
+        return int(float(rows[-1].split(",")[0])) if len(rows) > 1 else -1
+    except (OSError, ValueError):
+        return -1
+
+
+def test_launcher_killed_during_a_write_loses_that_write_only(tmp_path):
+    """kill -9 of mpiexec: the ranks notice and start their stop checkpoint,
+    but Open MPI ends them about a second after their launcher is gone, so a
+    write that takes longer is lost. The last complete checkpoint is intact
+    and the run continues from it."""
+    run = str(tmp_path / "run")
+    small = ["run", "--set", "heat.shape=[32,32]", "--set", "output.log_every=20", "--output", run]
+    r = run_solver(small + ["--set", "time.steps=20"], np=2)
+    assert r.returncode == 0, r.stderr
+    proc = _start(small + ["--restart", "latest", "--set", "time.steps=100000000",
+                           "--set", "output.checkpoint_every=0"], 2, {"SOLVER_TEST_SLOW_WRITE": "60"})
+    try:
+        _wait_for(lambda: _last_row_step(os.path.join(run, "diagnostics.csv")) > 20, what="the restarted run to step")
+        os.kill(proc.pid, signal.SIGKILL)                       # mpiexec only; its ranks live on for now
+        proc.wait(timeout=30)
+        _wait_for(lambda: subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).returncode != 0,
+                  timeout=60, what="Open MPI to end the ranks")
+    finally:
+        _kill_session(proc)
+    assert _steps(run) == [20]
+    with h5py.File(os.path.join(run, "checkpoints", "step_000000020.h5"), "r") as f:
+        assert f["heat/u"].shape == (32, 32) and int(f.attrs["step"]) == 20
+    r = run_solver(["run", "--output", run, "--restart", "latest", "--set", "time.steps=30"], np=2)
+    assert r.returncode == 0, r.stderr
+    assert "restart: from" in r.stdout and _steps(run)[-1] == 30

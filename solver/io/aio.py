@@ -4,14 +4,18 @@ block steps, on an event loop in a helper thread.
 - after each checkpoint: rewrite the run's XDMF time series (the model's
   ``grid``), render a PNG snapshot (``snapshot(path, out_dir)``, the model's
   picture, when given), both off the event loop in worker threads;
-- watch the output directory for request files ``STOP`` and ``CHECKPOINT``;
+- watch the output directory for request files ``STOP`` and ``CHECKPOINT``,
+  each taken once whatever its file type (``take_request``);
 - an optional JSON status endpoint on http://127.0.0.1:PORT/ (``output.status_port``).
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import secrets
+import stat
 import sys
 import threading
 
@@ -69,18 +73,16 @@ class AsyncHelper:
 
     # --- request files --------------------------------------------------------------
     async def _watch_requests(self):
+        refused = set()          # requests that could not be removed: taken once, not again
         while True:
             for name, what in REQUEST_FILES.items():
-                path = os.path.join(self.output_dir, name)
-                if os.path.exists(path):
-                    try:
-                        os.remove(path)
-                    except OSError:
-                        pass
-                    if what == "stop":
-                        self.triggers.request_stop(f"request file {name}")
-                    else:
-                        self.triggers.request_checkpoint(f"request file {name}")
+                how = take_request(os.path.join(self.output_dir, name), refused)
+                if how is None:
+                    continue
+                if what == "stop":
+                    self.triggers.request_stop(f"request file {name}: {how}")
+                else:
+                    self.triggers.request_checkpoint(f"request file {name}: {how}")
             await asyncio.sleep(self.poll_seconds)
 
     # --- status endpoint ------------------------------------------------------------
@@ -133,3 +135,45 @@ class AsyncHelper:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+_KINDS = {stat.S_IFREG: "a file", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link",
+          stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+
+
+def take_request(path, refused=None) -> str | None:
+    """Take the request at ``path`` once, whatever it is, without opening it
+    or following it: a file, a link (never its target), a FIFO or an empty
+    directory is removed; a directory with contents is renamed aside.  Returns
+    how it was taken, for the one line that says so, or None when nothing (new)
+    is there.  One that cannot be removed is remembered in ``refused`` and
+    taken only once."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    if refused is not None and identity in refused:
+        return None
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), "a special file")
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                aside = f"{path}.taken-{secrets.token_hex(3)}"
+                os.rename(path, aside)
+                return f"{kind} with contents, moved aside to {os.path.basename(aside)}"
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return None                          # taken by someone else meanwhile
+    except OSError as exc:
+        if refused is not None:
+            refused.add(identity)
+        return f"{kind} that cannot be removed ({exc.strerror}): remove it, or the next start takes it again"
+    if kind == "a file":
+        return "removed"
+    return f"{kind}, removed" + ("; its target is untouched" if kind == "a symbolic link" else "")

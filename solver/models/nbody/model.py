@@ -149,6 +149,13 @@ class NBodyModel(Clocked):
                 raise ConfigError(message)
             raise FloatingPointError(message + f" (at step {self.step_count})")
 
+    def check_state(self):
+        """Collective: FloatingPointError on every rank once two bodies have met
+        with zero softening.  The driver calls it before every checkpoint (the
+        diagnostics call it too), so no checkpoint holds a state after a
+        collision and a restart from the newest one meets it again."""
+        self._check_coincident()
+
     def advance(self, max_steps, timers=None):
         """One step (direct summation has no reason to take several at once)."""
         self._timers = timers
