@@ -302,13 +302,21 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     agreement = _Agreement(comm, triggers, writer, model, start, model.block)
     warnings = []                               # the latest diagnostics warnings, for the summary
 
-    def diagnose():
+    measured_at = [None]                        # the step of the latest diagnostics
+
+    def measure():
+        """The global diagnostics, which must be finite (exit 4 otherwise)."""
         with timers("diagnostics"):
             with np.errstate(all="ignore"):
                 diag = model.diagnostics()
         bad = [k for k in model.finite_keys if not math.isfinite(diag[k])]
         if bad:                                 # global values: every rank sees the same
             raise_not_finite(model, f"the {bad[0]} (= {diag[bad[0]]})")
+        measured_at[0] = model.step_count
+        return diag
+
+    def diagnose():
+        diag = measure()
         notes = model.warnings(diag)
         warnings[:] = notes                     # the state of the latest line, not of an earlier one
         history.append(diag)
@@ -320,6 +328,8 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     def checkpoint():
         with timers("output"):
             check_state(model, comm)                       # never replace a good checkpoint with a bad state
+            if measured_at[0] != model.step_count:
+                measure()                                  # nor with one whose diagnostics overflow
             attrs = {**model.checkpoint_attrs(), **(lineage or {})}
             now = {**timers.seconds, "writing": writer.seconds}
             attrs["timings"] = timings_json({k: now.get(k, 0.0) + earlier.get(k, 0.0) for k in {*now, *earlier}})

@@ -36,3 +36,29 @@ def test_bodies_that_meet_are_never_checkpointed(tmp_path):
     r = run_solver(["run", "--output", run, "--restart", "latest"])
     assert r.returncode == 4, (r.returncode, r.stdout[-1000:], r.stderr)   # meets it again, no carry-on
     assert "same position" in r.stderr and _steps(run) == [1]
+
+
+def test_diagnostics_that_overflow_are_checked_before_every_checkpoint(tmp_path):
+    """A state whose cells are finite but whose global diagnostics are not
+    (the total heat overflows) ends the run with exit 4 before it is
+    checkpointed, also at a checkpoint step that is not a diagnostics step."""
+    from mpi4py import MPI
+
+    from helpers import make_heat
+    from solver.driver import run
+    from solver.triggers import Triggers
+    model = make_heat(MPI.COMM_SELF, "heat.shape=[16,16]", "time.steps=100", "output.checkpoint_every=1",
+                      "output.log_every=50", "output.keep=0")
+    real = model.diagnostics
+
+    def diagnostics():                          # the total overflows from step 7 on
+        d = real()
+        if model.step_count >= 7:
+            d["heat"] = float("inf")
+        return d
+    model.diagnostics = diagnostics
+    out = str(tmp_path / "run")
+    os.makedirs(os.path.join(out, "checkpoints"))
+    with pytest.raises(FloatingPointError, match="the heat"):
+        run(model, model.settings, out, MPI.COMM_SELF, Triggers(), quiet=True)
+    assert _steps(out) == [1, 2, 3, 4, 5, 6]

@@ -4,6 +4,7 @@ documented exit status, and never a hang or a half-written checkpoint."""
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import h5py
@@ -213,13 +214,33 @@ def test_ctrl_c_twice_stops_at_once_with_one_line(tmp_path):
     assert "stopping at step" in out and _steps(run) == []
 
 
+# Start-up held where it reads the config: the config reader waits on a FIFO
+# (the solver itself refuses a FIFO as a config, so the wait is put there
+# from outside, as a debugger would), then the solver's own main runs.
+_HELD_START = """
+import sys
+import solver.config
+def held(path, what, limit=0):
+    with open(sys.argv[1]) as fifo:     # blocks until the test opens the FIFO; then reads until Ctrl-C
+        fifo.read()
+solver.config.read_small_text = held
+from solver.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
-    """Start-up blocks reading a config from a FIFO whose writer sends nothing;
-    Ctrl-C there is one line, status 130, nothing written."""
-    fifo = str(tmp_path / "config.toml")
+    """Ctrl-C while start-up waits (here: on reading its config) is one line,
+    status 130, nothing written."""
+    fifo = str(tmp_path / "hold")
     os.mkfifo(fifo)
     run = str(tmp_path / "run")
-    proc = _start(["run", fifo, "--output", run], None)
+    config = str(tmp_path / "config.toml")
+    with open(config, "w") as fh:
+        fh.write("")
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_START, fifo, "run", config, "--output", run], cwd=REPO,
+                            env=clean_env({"SOLVER_PROGRESS": "plain"}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     writer = []
 
     def reading():

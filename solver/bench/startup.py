@@ -18,7 +18,7 @@ GOAL_SECONDS = 5.0
 def _launch(ranks, output_dir):
     """(seconds to the first step's line, seconds to exit, exit status)."""
     env = dict(os.environ, SOLVER_PROGRESS="plain", OMPI_MCA_rmaps_base_oversubscribe="1",
-               PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe", OMPI_MCA_orte_execute_quiet="1")
+               PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
     if os.geteuid() == 0:
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     command = [os.environ.get("MPIEXEC", "mpiexec"), "-n", str(ranks), sys.executable, "-m", "solver",
