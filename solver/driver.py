@@ -10,7 +10,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from .config import ConfigError
-from .parallel.mpi import MPI, all_ranks, emit
+from .io.safefile import write_atomically
+from .parallel.mpi import MPI, abort, all_ranks, emit
 
 
 class Timers:
@@ -144,21 +145,31 @@ class DiagnosticsLog:
             except ValueError:
                 continue                     # a line cut short by a kill
         self.columns = header.split(",")
-        tmp = self.path + ".part"
-        with open(tmp, "w") as fh:
-            fh.write("\n".join([header] + kept) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            write_atomically(self.path, "\n".join([header] + kept) + "\n", sync=False)
+        except OSError as exc:
+            self._fail(exc)
 
     def append(self, diag):
         """A row; the header too when the file is new."""
         if not self.root:
             return
         self.columns = self.columns or list(diag)
-        with open(self.path, "a") as fh:
-            if fh.tell() == 0:
-                fh.write(",".join(self.columns) + "\n")
-            fh.write(",".join(str(int(diag["step"])) if c == "step" else repr(float(diag.get(c, float("nan"))))
-                              for c in self.columns) + "\n")
+        try:
+            with open(self.path, "a") as fh:
+                if fh.tell() == 0:
+                    fh.write(",".join(self.columns) + "\n")
+                fh.write(",".join(str(int(diag["step"])) if c == "step" else repr(float(diag.get(c, float("nan"))))
+                                  for c in self.columns) + "\n")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc):
+        """Rank 0 alone cannot write: one line, and the job ends (the other
+        ranks are in the step loop's collectives)."""
+        emit(sys.stderr, f"solver: error: cannot write {self.path}: {exc.strerror or exc}; "
+                         f"the checkpoints written so far are intact\n")
+        abort(1)
 
 
 class _Agreement:
