@@ -17,8 +17,7 @@ import pytest
 
 from conftest import REPO, clean_env, run_solver, solver_cmd
 from helpers import make_heat
-from solver.io import checksum
-from solver.io.rotation import checkpoint_name, list_checkpoints, prune, set_aside
+from solver.io.rotation import checkpoint_name, list_checkpoints, prune
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -182,6 +181,7 @@ def test_a_full_disk_fails_the_checkpoint_and_the_run_goes_on_once_there_is_room
 
 # --- checksums -----------------------------------------------------------------------
 def test_the_checksum_does_not_depend_on_the_split_and_sees_any_one_bit():
+    from solver.io import checksum
     rng = np.random.default_rng(3)
     for array in (rng.random((40, 30)), rng.random((9, 8, 7)), rng.random((50, 3)).astype(np.float32),
                   np.arange(1000, dtype=np.int64), rng.random(5)):
@@ -333,6 +333,7 @@ def test_prune_counts_ten_digit_steps(tmp_path):
 
 
 def test_set_aside_never_replaces_a_file(tmp_path):
+    from solver.io.rotation import set_aside
     for k in range(3):
         (tmp_path / "f").write_text(str(k))
         set_aside(str(tmp_path / "f"), "damaged")
@@ -378,6 +379,7 @@ def test_a_run_killed_in_its_first_checkpoint_can_be_started_again(tmp_path):
 
 
 def test_a_newest_checkpoint_not_trusted_is_passed_over_with_discard_newer(tmp_path):
+    from solver.io import checksum
     run = str(tmp_path / "run")
     _ok(run_solver(["run", "--output", run, *CASE, "--set", "time.steps=30", "--set", "output.checkpoint_every=10",
                     "--set", "output.keep=0"]))

@@ -91,7 +91,9 @@ def _check_seconds(comm, path, datasets):
         read_back = time.perf_counter() - t2
     else:
         read_back = 0.0
-    return tuple(comm.allreduce(np.array([t1 - t0, read_back]), op=MPI.MAX))
+    seconds = np.array([t1 - t0, read_back])
+    comm.Allreduce(MPI.IN_PLACE, seconds, op=MPI.MAX)
+    return tuple(seconds)
 
 
 def _cpu_name():
