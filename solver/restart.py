@@ -156,7 +156,7 @@ class OutputDir:
                 os.mkdir(path)
                 self._created.append(path)
             except FileExistsError:
-                if not os.path.isdir(path) or os.path.islink(path):
+                if not os.path.isdir(path):
                     raise ConfigError(f"--output: {path} exists and is not a directory") from None
                 if not _never_written(path):
                     raise ConfigError(f"--output: {path} already exists and is not empty (another run's "
@@ -258,8 +258,7 @@ def _never_written(path) -> bool:
     ckpt = os.path.join(path, "checkpoints")
     if "checkpoints" not in found:
         return True
-    return os.path.isdir(ckpt) and not os.path.islink(ckpt) and \
-        all(_TEMPORARY.match(name) for name in os.listdir(ckpt))
+    return os.path.isdir(ckpt) and all(_TEMPORARY.match(name) for name in os.listdir(ckpt))
 
 
 def _default_dir(settings) -> str:
