@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", metavar="NAME", help="compute backend: auto, numpy, cpu, cuda, opencl")
     r.add_argument("--restart", metavar="PATH|latest",
                    help="continue from a checkpoint file, a run directory, or the newest checkpoint of --output")
+    r.add_argument("--discard-newer", action="store_true",
+                   help="with --restart FILE: continue the run in its own directory from that checkpoint, "
+                        "moving newer checkpoints aside (renamed *.discarded, never deleted)")
     sub.add_parser("info", help="report MPI, HDF5 and backends")
     pl = sub.add_parser("plot", help="PNG images of a run: the field and the diagnostics history")
     pl.add_argument("run_dir", metavar="RUN_DIR")
@@ -125,7 +128,7 @@ def cmd_run(args, comm) -> int:
     from .driver import run
     from .io.aio import AsyncHelper
     from .models import get, make_model
-    from .parallel.mpi import agree, log
+    from .parallel.mpi import agree, log, root_decides
     from .restart import plan
     from .triggers import EXIT_STOPPED, Triggers
 
@@ -151,7 +154,10 @@ def cmd_run(args, comm) -> int:
                            spec.picture if settings.output.snapshots else None)
         else:
             agree(comm, lambda: None)
+        root_decides(comm, out.commit)   # the run starts: move aside what it replaces
     except (ConfigError, KeyboardInterrupt):
+        if helper is not None:
+            helper.close()
         if comm.rank == 0:
             out.release()
         raise
@@ -285,9 +291,9 @@ def main(argv=None) -> int:
                          f"or a smaller problem\n")
         abort(1)
     except WriterError as exc:
-        # every rank raised this at the same step; writer threads may be stuck
+        # every rank raised this at the same step (the message names the rank
+        # that failed, so rank 0 says it once); writer threads may be stuck
         # in a collective that will never complete, so abort rather than exit
-        sys.stderr.write(f"solver: rank {world.rank}: error: {exc}\n")
-        sys.stderr.flush()
+        error_line(str(exc))
         world.Barrier()
         abort(1)

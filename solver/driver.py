@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import ConfigError
 from .io.safefile import write_atomically
-from .parallel.mpi import MPI, all_ranks, emit
+from .parallel.mpi import MPI, abort, all_ranks, emit
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -157,18 +157,31 @@ class DiagnosticsLog:
             except ValueError:
                 continue                     # a line cut short by a kill
         self.columns = header.split(",")
-        write_atomically(self.path, "\n".join([header] + kept) + "\n", sync=False)
+        try:
+            write_atomically(self.path, "\n".join([header] + kept) + "\n", sync=False)
+        except OSError as exc:
+            self._fail(exc)
 
     def append(self, diag):
         """A row; the header too when the file is new."""
         if not self.root:
             return
         self.columns = self.columns or list(diag)
-        with os.fdopen(os.open(self.path, _APPEND, 0o644), "a") as fh:      # never through a link
-            if fh.tell() == 0:
-                fh.write(",".join(self.columns) + "\n")
-            fh.write(",".join(str(int(diag["step"])) if c == "step" else repr(float(diag.get(c, float("nan"))))
-                              for c in self.columns) + "\n")
+        try:
+            with os.fdopen(os.open(self.path, _APPEND, 0o644), "a") as fh:      # never through a link
+                if fh.tell() == 0:
+                    fh.write(",".join(self.columns) + "\n")
+                fh.write(",".join(str(int(diag["step"])) if c == "step" else repr(float(diag.get(c, float("nan"))))
+                                  for c in self.columns) + "\n")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc):
+        """Rank 0 alone cannot write: one line, and the job ends (the other
+        ranks are in the step loop's collectives)."""
+        emit(sys.stderr, f"solver: error: cannot write {self.path}: {exc.strerror or exc}; "
+                         f"the checkpoints written so far are intact\n")
+        abort(1)
 
 
 class _Agreement:

@@ -8,52 +8,87 @@ run directory only from that run's newest checkpoint; a restart from an older
 checkpoint (a branch), or into a directory other than its own, needs a new
 ``--output`` directory.  ``--restart latest`` takes the newest complete
 checkpoint of the output directory; ``--restart PATH`` a checkpoint file or a
-run directory.  The checkpoint must describe the same problem as the config
-(shape, physics and start); anything else is one clear error before anything
-is allocated or written.
+run directory.  A checkpoint whose data do not match their checksums counts
+as damaged: ``latest`` passes over it (moved aside once the run starts), a
+named one is an error.  ``--discard-newer`` continues the run from an older
+checkpoint, moving the newer ones aside.  The checkpoint must describe the
+same problem as the config (shape, physics and start); anything else is one
+clear error before anything is allocated or written, and files are moved
+aside only once the run is sure to start (``OutputDir.commit``).
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import re
 import socket
 import sys
 import uuid
 
 from .config import ConfigError, parse_override
 from .io.checkpoint import now_utc
-from .io.inputs import check_file, inspect, require
-from .io.rotation import list_checkpoints, run_dir_of
+from .io.inputs import ChecksumMismatch, NewerFormat, check_file, inspect, require, verify
+from .io.rotation import list_checkpoints, run_dir_of, set_aside
 from .models import get, load_settings
 from .parallel.mpi import emit, root_decides
 
 MARKER = ".solver-run"
 
 
-def newest_checkpoint(directory: str, what: str) -> str:
-    """The newest checkpoint of a run that can be read (a damaged newer one is
-    moved aside when the run continues; see _claim_continued)."""
+def _candidates(directory: str, what: str) -> list[str]:
+    """The complete checkpoints of a run directory, newest first."""
     ckpt_dir = os.path.join(directory, "checkpoints")
     found = list_checkpoints(ckpt_dir) or list_checkpoints(directory)
     if not found:
-        raise ConfigError(f"{what}: no complete checkpoint (checkpoints/step_*.h5) in {directory}")
-    for _, path in reversed(found):
-        if _readable(path):
-            return path
-    return found[-1][1]                  # none readable: let the inspection say why
+        hint = ""
+        if os.path.isdir(directory) and _never_written(directory):
+            hint = (f"; the run there stopped before its first checkpoint was complete: start it again "
+                    f"without --restart (--output {directory})")
+        raise ConfigError(f"{what}: no complete checkpoint (checkpoints/step_*.h5) in {directory}{hint}")
+    return [path for _, path in reversed(found)]
 
 
-def resolve_restart_path(spec: str, output_dir: str | None) -> str:
+def restart_candidates(spec: str, output_dir: str | None) -> tuple[list[str], bool]:
+    """(checkpoints ``--restart spec`` may start from, the one to try first
+    first; whether a file was named): a named file alone, or a run's
+    checkpoints newest first."""
     if spec == "latest":
         if not output_dir:
             raise ConfigError("--restart latest: name the run with --output DIR (or [output] dir in the config)")
         if not os.path.isdir(output_dir):
             raise ConfigError(f"--restart latest: output directory {output_dir} does not exist")
-        return newest_checkpoint(output_dir, "--restart latest")
+        return _candidates(output_dir, "--restart latest"), False
     if os.path.isdir(spec):
-        return newest_checkpoint(spec, f"--restart {spec}")
-    return spec
+        return _candidates(spec, f"--restart {spec}"), False
+    return [spec], True
+
+
+def first_sound(candidates, comm, named: bool):
+    """(info, damaged) of the first candidate whose metadata and checksums
+    are sound, and [(path, why)] of the newer ones that are not (collective).
+    A named file that is not sound is an error; so is a run none of whose
+    checkpoints is (that of its newest)."""
+    damaged, first_error = [], None
+    for path in candidates:
+        try:
+            info = inspect(path, comm)
+            verify(info, comm)
+            return info, damaged
+        except NewerFormat:
+            raise
+        except ChecksumMismatch as exc:
+            if named:
+                raise ConfigError(f"{exc}; --restart latest passes over a damaged checkpoint, and "
+                                  f"--restart EARLIER_FILE --discard-newer continues from an earlier one") from None
+            first_error = first_error or exc
+            damaged.append((path, "its data do not match their checksums"))
+        except ConfigError as exc:
+            if named:
+                raise
+            first_error = first_error or exc
+            damaged.append((path, "it cannot be read"))
+    raise first_error
 
 
 def settings_from_checkpoint(info, overrides):
@@ -95,19 +130,28 @@ class OutputDir:
     """A run directory this process writes into: claimed exclusively (a new
     one) or continued (the run's own), its marker locked for as long as the
     process lives.  ``release()`` undoes a claim that was never used: it
-    removes only what the claim created."""
+    removes only what the claim created.  ``commit()`` moves files aside
+    that the run replaces, once it is sure to start."""
 
     def __init__(self, path, run_id, parent=None):
         self.path, self.run_id, self.parent = path, run_id, parent
-        self._created = []           # what to remove if the run never starts, newest first
+        self._created = []           # what the claim made, in order (removed if the run never starts)
+        self._aside = []             # (path, tag, why): moved aside by commit()
         self._lock = None
 
     # --- rank 0 only ---------------------------------------------------------
     def create(self):
         """A new run: the directory must not exist or be empty; made exclusively."""
+        try:
+            self._create()
+        except BaseException:
+            self.release()
+            raise
+
+    def _create(self):
         path = self.path
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._make_parents(os.path.dirname(os.path.abspath(path)))
             try:
                 os.mkdir(path)
                 self._created.append(path)
@@ -118,11 +162,24 @@ class OutputDir:
                     raise ConfigError(f"--output: {path} already exists and is not empty (another run's "
                                       f"directory?); continue that run with --restart latest --output {path}, "
                                       f"or choose a new output directory (nothing was changed)") from None
-            # a marker without a directory's worth of output: a run that died
-            # before writing anything, whose place is taken if no job holds it
-            self._claim_marker(exclusive=not os.path.exists(os.path.join(path, MARKER)))
+                # what a run that died before its first checkpoint left: its place is
+                # taken if no job holds it; its diagnostics are moved aside, not lost
+                if os.path.isfile(os.path.join(path, "diagnostics.csv")):
+                    self._aside.append((os.path.join(path, "diagnostics.csv"), "abandoned",
+                                        "rows of a run that stopped before its first checkpoint"))
+            self._claim_marker(exclusive=not os.path.lexists(os.path.join(path, MARKER)))
         except OSError as exc:
             raise ConfigError(f"--output: cannot create the run directory {path}: {exc.strerror or exc}") from None
+
+    def _make_parents(self, directory):
+        """Create the missing directories above the run's, remembering each."""
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for d in reversed(missing):
+            os.mkdir(d)
+            self._created.append(d)
 
     def resume(self):
         """The run's own directory: lock its marker (made if an older solver left none)."""
@@ -136,12 +193,14 @@ class OutputDir:
         """Open (``exclusive``: create) the marker, lock it at once through the
         same descriptor, then write the run's id into it (``rewrite``, or when
         it was empty).  The advisory lock is released by the OS when this
-        process ends, however it ends; file systems without locks skip it."""
+        process ends, however it ends; file systems without locks skip it.
+        A link at the marker's name is never followed."""
         import fcntl
         marker = os.path.join(self.path, MARKER)
-        fd = os.open(marker, os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0), 0o644)
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | (os.O_EXCL if exclusive else 0), 0o644)
         if exclusive:
-            self._created.insert(0, marker)
+            self._created.append(marker)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -157,23 +216,49 @@ class OutputDir:
             os.ftruncate(fd, 0)
             os.pwrite(fd, text.encode(), 0)
 
+    def set_aside_later(self, path, tag, why):
+        """Have ``commit()`` move ``path`` (and its XDMF sidecar) aside."""
+        self._aside.append((path, tag, why))
+
+    def commit(self):
+        """The run starts: move aside what it replaces (renamed ``PATH.TAG``,
+        numbered if taken; never deleted), one line each."""
+        try:
+            for path, tag, why in self._aside:
+                moved = set_aside(path, tag)
+                sidecar = path[:-3] + ".xdmf"
+                if path.endswith(".h5") and os.path.lexists(sidecar):
+                    set_aside(sidecar, tag)
+                emit(sys.stderr, f"solver: warning: {path}: {why}; moved aside to {os.path.basename(moved)}\n")
+        except OSError as exc:
+            raise ConfigError(f"--restart: cannot move {exc.filename} aside in {self.path}: "
+                              f"{exc.strerror or exc}") from None
+        self._aside = []
+
     def release(self):
         """Undo a claim that was not used (bad input found after it)."""
-        for path in self._created:
+        for path in reversed(self._created):
             try:
-                (os.rmdir if os.path.isdir(path) else os.remove)(path)
+                (os.rmdir if os.path.isdir(path) and not os.path.islink(path) else os.remove)(path)
             except OSError:
                 pass
-        self._created = []
+        self._created, self._aside = [], []
+
+
+_TEMPORARY = re.compile(r"^\..+\.part$")
 
 
 def _never_written(path) -> bool:
-    """Empty, or holding only what a run that died before its first output
-    left: its marker and an empty checkpoints/ directory."""
-    found = set(os.listdir(path))
-    if found - {MARKER, "checkpoints"}:
+    """Empty, or holding only what a run that died before its first complete
+    checkpoint left: its marker, diagnostics.csv, and a checkpoints/
+    directory that is empty or holds only temporary files."""
+    found = {name for name in os.listdir(path) if not _TEMPORARY.match(name)}
+    if found - {MARKER, "checkpoints", "diagnostics.csv"}:
         return False
-    return "checkpoints" not in found or not os.listdir(os.path.join(path, "checkpoints"))
+    ckpt = os.path.join(path, "checkpoints")
+    if "checkpoints" not in found:
+        return True
+    return os.path.isdir(ckpt) and all(_TEMPORARY.match(name) for name in os.listdir(ckpt))
 
 
 def _default_dir(settings) -> str:
@@ -202,24 +287,29 @@ def _claim_new(settings, requested, parent=None) -> OutputDir:
     raise ConfigError("--output: no free default run directory under runs/; name one with --output")
 
 
-def _claim_continued(directory, info) -> OutputDir:
+def _claim_continued(directory, info, damaged=(), discard_newer=False) -> OutputDir:
     """Continue the run in ``directory`` from ``info``, which must be its
-    newest readable checkpoint.  Newer ones that cannot be read are moved
-    aside (renamed ``*.damaged``, never deleted), with a warning."""
+    newest sound checkpoint, or (``discard_newer``) any of its checkpoints.
+    Newer ones that are damaged (``damaged``: [(path, why)], or unreadable)
+    or discarded are moved aside when the run starts (renamed, never deleted)."""
     step = int(info.attrs["step"])
-    newer = [(s, p) for s, p in list_checkpoints(os.path.join(directory, "checkpoints")) if s > step]
-    readable = [s for s, p in newer if _readable(p)]
-    if readable:
+    known = dict(damaged)
+    newer = [p for s, p in list_checkpoints(os.path.join(directory, "checkpoints")) if s > step]
+    why = {p: known.get(p) or (None if _readable(p) else "it cannot be read") for p in newer}
+    sound = [p for p in newer if why[p] is None]
+    if sound and not discard_newer:
         raise ConfigError(f"--restart: {info.path} (step {step}) is older than the newest checkpoint of its run "
-                          f"(step {readable[-1]}); continuing there would mix two histories. Branch into a new "
-                          f"directory with --output NEW_DIR, or continue the run with --restart latest")
+                          f"({os.path.basename(sound[-1])}); continuing there would mix two histories. Branch into "
+                          f"a new directory with --output NEW_DIR, continue the run with --restart latest, or "
+                          f"continue from this checkpoint with --discard-newer (newer checkpoints are moved aside)")
     run_id = info.attrs.get("run_id") or _marker_run_id(directory) or uuid.uuid4().hex
     out = OutputDir(directory, run_id)
     out.resume()
-    for _, path in newer:
-        os.replace(path, path + ".damaged")
-        emit(sys.stderr, f"solver: warning: {path} cannot be read; moved aside to {os.path.basename(path)}.damaged "
-                         f"and continuing from step {step}\n")
+    for path in newer:
+        if why[path] is None:
+            out.set_aside_later(path, "discarded", f"newer than step {step} (--discard-newer)")
+        else:
+            out.set_aside_later(path, "damaged", f"{why[path]} (damaged); continuing from step {step}")
     return out
 
 
@@ -239,13 +329,16 @@ def _marker_run_id(directory):
         return None
 
 
-def _claim(settings, requested, restart_info=None, source_dir=None):
+def _claim(settings, requested, restart_info=None, source_dir=None, damaged=(), discard_newer=False):
     """Rank 0: the OutputDir of a fresh run, a continued run or a branch."""
     if restart_info is None:
         return _claim_new(settings, requested)
     directory = requested or source_dir
     if source_dir and os.path.isdir(directory) and os.path.samefile(directory, source_dir):
-        return _claim_continued(source_dir, restart_info)
+        return _claim_continued(source_dir, restart_info, damaged, discard_newer)
+    if discard_newer:
+        raise ConfigError(f"--discard-newer: it applies to a run continued in its own directory"
+                          f"{' ' + source_dir if source_dir else ''}, not to a branch into {directory}")
     if os.path.isdir(directory) and os.path.isdir(os.path.join(directory, "checkpoints")):
         raise ConfigError(f"--output: {directory} holds another run; a restart from {restart_info.path} continues "
                           f"in its own run directory{' ' + source_dir if source_dir else ''} or branches into a "
@@ -253,12 +346,13 @@ def _claim(settings, requested, restart_info=None, source_dir=None):
     return _claim_new(settings, directory, parent=os.path.abspath(restart_info.path))
 
 
-def claim_output_dir(comm, settings, requested, restart_info=None, source_dir=None) -> OutputDir:
+def claim_output_dir(comm, settings, requested, restart_info=None, source_dir=None, damaged=(),
+                     discard_newer=False) -> OutputDir:
     """The run directory, claimed by rank 0 (collective; ConfigError on every rank)."""
     claimed = [None]
 
     def on_root():
-        claimed[0] = _claim(settings, requested, restart_info, source_dir)
+        claimed[0] = _claim(settings, requested, restart_info, source_dir, damaged, discard_newer)
         return claimed[0].path, claimed[0].run_id, claimed[0].parent
     path, run_id, parent = root_decides(comm, on_root)
     return claimed[0] or OutputDir(path, run_id, parent)
@@ -276,15 +370,19 @@ def plan(args, comm, load_config, overrides):
     ``load_config()`` returns settings from the config file or the built-in
     default; on a restart without a config file, the checkpoint's own config
     is used, with ``overrides`` (``--set``) applied."""
+    discard_newer = getattr(args, "discard_newer", False)
     if not args.restart:
+        if discard_newer:
+            raise ConfigError("--discard-newer: it goes with --restart FILE (the checkpoint to continue from)")
         settings = load_config()
         return settings, claim_output_dir(comm, settings, args.output), None
     settings = load_config() if args.config else None
     set_dir = _set_output_dir(overrides)
     named = args.config or set_dir is not None
     hint_dir = args.output or (settings.output.dir if settings else None) or set_dir
-    path = root_decides(comm, resolve_restart_path, args.restart, hint_dir)
-    info = inspect(path, comm)
+    candidates, named_file = root_decides(comm, restart_candidates, args.restart, hint_dir)
+    info, damaged = first_sound(candidates, comm, named_file)
+    path = info.path
     if settings is None:
         settings = settings_from_checkpoint(info, overrides)
     settings = get(settings.kind).for_restart(settings, info)
@@ -295,4 +393,4 @@ def plan(args, comm, load_config, overrides):
     if not requested and not source_dir:
         raise ConfigError(f"--restart: {path} is not inside a run directory (RUN/checkpoints/); "
                           f"name the directory to write into with --output DIR")
-    return settings, claim_output_dir(comm, settings, requested, info, source_dir), info
+    return settings, claim_output_dir(comm, settings, requested, info, source_dir, damaged, discard_newer), info

@@ -169,9 +169,8 @@ def _failing_write(tmp_path, background, spec):
 def test_writer_failure_on_one_rank_stops_every_rank(tmp_path, background):
     run, err = _failing_write(tmp_path, background, "10:1")
     assert "injected failure" in err
-    if background:
-        for rank in (0, 1):
-            assert f"solver: rank {rank}: error: background checkpoint writer failed on rank 1" in err, err
+    if background:           # said once, naming the rank that failed
+        assert err.count("solver: error: background checkpoint writer failed on rank 1") == 1, err
     assert _steps(run) == [5]
 
 

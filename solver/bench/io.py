@@ -1,6 +1,7 @@
 """``bench io``: what checkpointing costs the step loop, written
-synchronously and from the background writer, and the checkpoint write
-bandwidth against a plain sequential write of the same bytes."""
+synchronously and from the background writer, the checkpoint write
+bandwidth against a plain sequential write of the same bytes, and what the
+checks inside a checkpoint write cost (the checksum, the read-back)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ import time
 
 import numpy as np
 
-from ..parallel.mpi import log
+from ..parallel.mpi import MPI, log
 from . import timed_run
 
 
@@ -40,9 +41,10 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
 
     # bandwidth: one checkpoint of the final state against a plain write of the same bytes
     from ..io.checkpoint import write_checkpoint
+    from ..io.safefile import create_new
     model.set_initial()
     nbytes = model.work_per_step * 8
-    ckpt, plain = [], []
+    ckpt, plain, checks = [], [], []
     directory = os.path.join(scratch, "bandwidth")      # scratch is the benchmark's own (see scratch_dir)
     if comm.rank == 0:
         os.makedirs(directory)
@@ -50,13 +52,13 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
     for k in range(repeats):
         comm.Barrier()
         t0 = time.perf_counter()
-        write_checkpoint(directory, k, comm, model.checkpoint_attrs(), model.checkpoint_datasets())
+        path = write_checkpoint(directory, k, comm, model.checkpoint_attrs(), model.checkpoint_datasets())
         ckpt.append(time.perf_counter() - t0)
+        checks.append(_check_seconds(comm, path, model.checkpoint_datasets()))
         if comm.rank == 0:
             data = np.random.default_rng(k).random(model.work_per_step)
-            path = os.path.join(directory, f"plain_{k}.bin")
             t0 = time.perf_counter()
-            with open(path, "wb") as fh:
+            with os.fdopen(create_new(os.path.join(directory, f"plain_{k}.bin")), "wb") as fh:
                 data.tofile(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -66,4 +68,37 @@ def bench_io(comm, shape, steps, every, scratch, repeats=3, backend="auto"):
         c, p = statistics.median(ckpt), statistics.median(plain)
         log(f"write bandwidth, {nbytes / 1e6:.1f} MB with fsync: checkpoint {nbytes / c / 1e6:.0f} MB/s "
             f"({c:.3f} s), plain tofile {nbytes / p / 1e6:.0f} MB/s ({p:.3f} s): checkpoint at {p / c:.0%} of plain")
+        s, r = (statistics.median(v) for v in zip(*checks))
+        log(f"checks inside each checkpoint write (slowest rank): checksum {s * 1e3:.1f} ms ({s / c:.0%} of the "
+            f"write), read-back {r * 1e3:.1f} ms ({r / c:.0%}); {_cpu_name()}")
     return med
+
+
+def _check_seconds(comm, path, datasets):
+    """(checksum, read-back) seconds of one checkpoint, the slowest rank's."""
+    import h5py
+
+    from ..io import blocks, checksum
+    t0 = time.perf_counter()
+    for ds in datasets:
+        checksum.partial(ds.block, ds.shape, ds.where)
+    t1 = time.perf_counter()
+    if blocks.parallel_io(comm):
+        with h5py.File(path, "r") as f:         # every rank reads the layout (read only, serial)
+            offsets = [f[ds.name].id.get_offset() for ds in datasets]
+        t2 = time.perf_counter()
+        blocks._read_back(path, [-1 if o is None else o for o in offsets], datasets)
+        read_back = time.perf_counter() - t2
+    else:
+        read_back = 0.0
+    seconds = np.array([t1 - t0, read_back])
+    comm.Allreduce(MPI.IN_PLACE, seconds, op=MPI.MAX)
+    return tuple(seconds)
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "CPU unknown"

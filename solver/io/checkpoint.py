@@ -2,14 +2,21 @@
 in a layout that does not depend on the rank count (see the README).
 
 The commit protocol: every rank agrees that it can write before the first
-collective call; rank 0 lays the file out as ``.step_N.h5.part``; every rank
-writes its blocks (``io.blocks``); the file is fsynced and only then renamed,
-so a file named ``step_*.h5`` is always a whole one; then older checkpoints
-of the run are pruned (``io.rotation``).  A failure before the collective
-write is raised on every rank; one inside it ends the job.
+collective call; rank 0 creates the file exclusively under a new temporary
+name (``.step_N.h5.TAG.part``: a link planted there is never followed) and
+lays it out; every rank writes its blocks (``io.blocks``) and checks that the
+file holds them; the file is fsynced and only then renamed, so a file named
+``step_*.h5`` is always a whole one; then older checkpoints of the run are
+pruned (``io.rotation``).  A failure before the collective write, or one that
+every rank learns of after it (a short write on a full disk), is raised on
+every rank and leaves no temporary behind; one inside it ends the job.
+
+Every dataset carries a checksum of its values (``io.checksum``), summed
+over the ranks' blocks before the file is laid out.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -20,9 +27,11 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..parallel.mpi import emit, quiet_all_ok, quiet_barrier, quiet_bcast
+from ..parallel.mpi import MPI, emit, quiet_all_ok, quiet_barrier, quiet_bcast
+from . import checksum
 from .blocks import layout, parallel_io, write_gathered, write_raw
 from .rotation import checkpoint_name, prune
+from .safefile import discard, reserve_temporary
 
 FORMAT = "solver-checkpoint"
 FORMAT_VERSION = 1
@@ -38,6 +47,11 @@ def now_utc() -> str:
 
 def timings_json(seconds: dict) -> str:
     return json.dumps({k: round(v, 6) for k, v in seconds.items()}, sort_keys=True)
+
+
+def one_line(text) -> str:
+    """A message on one line (HDF5 errors span several)."""
+    return " ".join(str(text).split())
 
 
 def _fsync_path(path):
@@ -57,13 +71,16 @@ def _raise_on_every_rank(comm, problem, elsewhere):
         raise CheckpointAbandoned(elsewhere)
 
 
-def _fatal_mid_write(comm, step, exc):
+def _fatal_mid_write(comm, step, exc, partial):
     """A rank that fails inside the collective write cannot tell the others,
-    who wait in it for this one: end the job, naming the rank and the cause."""
+    who wait in it for this one: remove the temporary file and end the job,
+    naming the rank and the cause."""
     from ..parallel.mpi import abort
-    emit(sys.stderr, f"solver: rank {comm.rank}: error: the checkpoint of step {step} failed while being "
-                     f"written ({type(exc).__name__}: {exc}); the other ranks cannot finish the collective write, "
-                     f"so the job is aborted. Earlier checkpoints are intact: continue with --restart latest\n")
+    discard(partial)
+    emit(sys.stderr, one_line(f"solver: rank {comm.rank}: error: the checkpoint of step {step} failed while being "
+                              f"written ({type(exc).__name__}: {exc}); the other ranks cannot finish the collective "
+                              f"write, so the job is aborted. Earlier checkpoints are intact: continue with "
+                              f"--restart latest") + "\n")
     abort(1)
 
 
@@ -97,13 +114,19 @@ def _write_file(partial, comm, step, head, datasets):
             try:
                 offsets[:] = layout(partial, head, datasets)
             except Exception as exc:     # noqa: BLE001 - no collective yet: every rank can be told
-                problem = exc
+                problem = OSError(one_line(f"the checkpoint of step {step} could not be created "
+                                           f"({type(exc).__name__}: {exc})"))
         _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: rank 0 could not create it")
         quiet_bcast(comm, offsets)
         try:
-            write_raw(partial, comm, offsets, datasets, opened)
+            lost = write_raw(partial, comm, offsets, datasets, opened)
         except Exception as exc:         # noqa: BLE001 - any failure here strands the other ranks
-            _fatal_mid_write(comm, step, exc)
+            _fatal_mid_write(comm, step, exc, partial)
+        # every rank is past the collective write: a loss on any rank is raised on every rank
+        problem = OSError(f"the checkpoint of step {step} was not stored whole (disk full or over quota?): "
+                          + "; ".join(lost)) if lost else None
+        _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it was not stored whole on "
+                                            f"another rank")
         return
     quiet_barrier(comm)
     try:
@@ -114,7 +137,17 @@ def _write_file(partial, comm, step, head, datasets):
             _slow_write_warned = True
         write_gathered(partial, comm, head, datasets, opened)
     except Exception as exc:             # noqa: BLE001
-        _fatal_mid_write(comm, step, exc)
+        _fatal_mid_write(comm, step, exc, partial)
+
+
+def _sum_over_ranks(comm, values) -> list[int]:
+    """Sums modulo 2**64 over the ranks (collective, waiting without spinning)."""
+    mine = np.array(values, dtype=np.uint64)
+    total = np.empty_like(mine)
+    request = comm.Iallreduce(mine, total, op=MPI.SUM)     # unsigned: wraps modulo 2**64
+    while not request.Test():
+        time.sleep(0.0005)
+    return [int(v) for v in total]
 
 
 def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0,
@@ -126,36 +159,47 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     paths this process wrote).  ``on_complete(path)`` runs on rank 0 after
     the rename (sidecars, indexes)."""
     final = os.path.join(directory, checkpoint_name(step))
-    partial = os.path.join(directory, "." + checkpoint_name(step) + ".part")
     if created is None:
         created = comm.bcast(now_utc(), root=0)
     # Agree before the first collective call: a rank that never arrives would
     # leave the others waiting in it for good.
-    problem = None
+    problem, partial, sums = None, "", []
     try:
         _injected_failure(step, comm.rank)
         for ds in datasets:
             expected = tuple(s.stop - s.start for s in ds.where) + tuple(ds.shape[len(ds.where):])
             if tuple(ds.block.shape) != expected:
                 raise ValueError(f"{ds.name}: block of shape {ds.block.shape} for a selection of {expected}")
+        sums = [checksum.partial(ds.block, ds.shape, ds.where) for ds in datasets]
+        if comm.rank == 0:
+            partial = reserve_temporary(final)
     except Exception as exc:
         problem = exc
-    _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it failed on another rank")
-    _write_file(partial, comm, step, root_attrs(step, comm.size, created, attrs), datasets)
-    _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
-    if _test_delay:
-        time.sleep(_test_delay)          # tests: widen the window in which a job is killed mid-write
-    quiet_barrier(comm)                  # every rank has closed the file
-    problem = None
-    if comm.rank == 0:
-        try:
-            _fsync_path(partial)
-            os.replace(partial, final)
-            _fsync_path(directory)
-        except OSError as exc:
-            problem = exc
-    _raise_on_every_rank(comm, problem,
-                         f"checkpoint of step {step} abandoned: it could not be put in place on rank 0")
+    try:
+        _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it failed on another rank")
+        partial = comm.bcast(partial, root=0)
+        datasets = [dataclasses.replace(ds, attrs={**ds.attrs, **checksum.attrs(total)})
+                    for ds, total in zip(datasets, _sum_over_ranks(comm, sums))]
+        _write_file(partial, comm, step, root_attrs(step, comm.size, created, attrs), datasets)
+        _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
+        if _test_delay:
+            time.sleep(_test_delay)      # tests: widen the window in which a job is killed mid-write
+        quiet_barrier(comm)              # every rank has closed the file
+        problem = None
+        if comm.rank == 0:
+            try:
+                _fsync_path(partial)
+                os.replace(partial, final)
+                partial = ""
+                _fsync_path(directory)
+            except OSError as exc:
+                problem = exc
+        _raise_on_every_rank(comm, problem,
+                             f"checkpoint of step {step} abandoned: it could not be put in place on rank 0")
+    except BaseException:
+        if partial and comm.rank == 0:
+            discard(partial)             # the temporary this write made; never a finished checkpoint
+        raise
     if comm.rank == 0:
         try:                             # a checkpoint in place is not lost over its sidecar or pruning
             if keep > 0:
@@ -163,6 +207,6 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
             if on_complete is not None:
                 on_complete(final)
         except Exception as exc:         # noqa: BLE001
-            emit(sys.stderr, f"solver: warning: after writing {final}: {type(exc).__name__}: {exc}\n")
+            emit(sys.stderr, one_line(f"solver: warning: after writing {final}: {type(exc).__name__}: {exc}") + "\n")
     quiet_barrier(comm)
     return final

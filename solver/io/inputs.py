@@ -6,23 +6,33 @@ one of our checkpoints where one is needed (format, version, the root
 attributes a restart relies on), and holds the datasets the reader asks for
 (``Want``: shape, number type).  Rank 0 checks; every rank gets the verdict
 (``inspect``), so a bad file is one ConfigError on every rank.  The values
-themselves (finite, in range) are checked by the model that reads them.
+themselves (finite, in range) are checked by the model that reads them;
+that they are the values that were written, by their checksums
+(``verify``, ``check_blocks``, ``check_arrays``; files without checksums,
+such as checkpoints of older versions, pass).
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 from ..config import ConfigError
-from ..parallel.mpi import root_decides
-from .checkpoint import FORMAT, FORMAT_VERSION
+from ..parallel.mpi import MPI, emit, root_decides
+from . import checksum
+from .blocks import parallel_io, read_block
+from .checkpoint import FORMAT, FORMAT_VERSION, one_line
 
 REQUIRED_ATTRS = ("format", "format_version", "problem", "step", "time", "dt", "config", "nranks")
 _KIND_NAMES = {"f": "floating-point numbers", "fiu": "numbers", "iu": "integers"}
+
+
+class NewerFormat(ConfigError):
+    """A checkpoint of a newer solver: not damaged, only not readable here."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class FileInfo:
     shapes: dict                                  # dataset name -> shape
     dtypes: dict                                  # dataset name -> dtype string
     sizes: dict = field(default_factory=dict)     # named sizes of the Wants -> their values
+    checksums: dict = field(default_factory=dict)  # dataset name -> (algorithm, stored value)
 
 
 def _plain(v):
@@ -61,7 +72,7 @@ def _check_attrs(attrs, path, what):
     if not isinstance(version, int):
         raise ConfigError(f"{what}: {path} has an invalid format_version attribute {version!r} {damaged}")
     if version > FORMAT_VERSION:
-        raise ConfigError(f"{what}: {path} has format_version {version}, newer than this solver reads "
+        raise NewerFormat(f"{what}: {path} has format_version {version}, newer than this solver reads "
                           f"({FORMAT_VERSION}); upgrade solver")
     step, t, dt = attrs["step"], attrs["time"], attrs["dt"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -112,6 +123,14 @@ def require(info, want, what, ours=True) -> dict:
     return sizes
 
 
+def _stored_sum(value):
+    """A stored checksum as an int (None where it is not one: never matches)."""
+    try:
+        return int(np.asarray(value).item()) if np.asarray(value).dtype.kind in "iu" else None
+    except (TypeError, ValueError):
+        return None
+
+
 def check_file(path, what, want=None, ours=True) -> FileInfo:
     """Open ``path`` and check it (serial).  ``what`` names the argument or key
     the path came from, in messages; ``ours``: it must be a solver checkpoint;
@@ -125,15 +144,18 @@ def check_file(path, what, want=None, ours=True) -> FileInfo:
             attrs = {k: _plain(f.attrs[k]) for k in f.attrs}
             if ours:
                 _check_attrs(attrs, path, what)
-            shapes, dtypes = {}, {}
+            shapes, dtypes, sums = {}, {}, {}
 
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
                     shapes[name], dtypes[name] = tuple(obj.shape), obj.dtype.str
+                    if checksum.ALGORITHM_ATTR in obj.attrs:
+                        sums[name] = (str(_plain(obj.attrs[checksum.ALGORITHM_ATTR])),
+                                      _stored_sum(obj.attrs.get(checksum.VALUE_ATTR)))
             f.visititems(visit)
     except OSError as exc:
-        raise ConfigError(f"{what}: {path} cannot be read as HDF5 (truncated or corrupt?): {exc}") from None
-    info = FileInfo(path, attrs, shapes, dtypes)
+        raise ConfigError(one_line(f"{what}: {path} cannot be read as HDF5 (truncated or corrupt?): {exc}")) from None
+    info = FileInfo(path, attrs, shapes, dtypes, checksums=sums)
     require(info, want or {}, what, ours)
     return info
 
@@ -141,3 +163,100 @@ def check_file(path, what, want=None, ours=True) -> FileInfo:
 def inspect(path, comm, what="--restart", want=None, ours=True) -> FileInfo:
     """``check_file`` on rank 0; every rank gets the verdict (collective)."""
     return root_decides(comm, check_file, path, what, want, ours)
+
+
+# --- checksums ------------------------------------------------------------------
+class ChecksumMismatch(ConfigError):
+    """A dataset's values are not the ones its checkpoint was written with."""
+
+
+def _known(info, names):
+    """The datasets among ``names`` whose stored checksum this solver can check
+    (said once on rank 0 for an algorithm it does not know)."""
+    known = []
+    for name in names:
+        algorithm = info.checksums.get(name, (None,))[0]
+        if algorithm == checksum.ALGORITHM:
+            known.append(name)
+        elif algorithm is not None:
+            emit(sys.stderr, f"solver: warning: /{name} in {info.path} has a checksum of another kind "
+                             f"({algorithm!r}), not checked by this version\n")
+    return known
+
+
+def _mismatch(info, what, names, totals):
+    for name, total in zip(names, totals):
+        if total != info.checksums[name][1]:
+            raise ChecksumMismatch(f"{what}: /{name} in {info.path} does not match its checksum (its values "
+                                   f"changed after it was written: damaged checkpoint)")
+
+
+def _total(comm, partials) -> list[int]:
+    """Sums of the ranks' partial checksums, modulo 2**64 (collective)."""
+    mine = np.array(partials, dtype=np.uint64)
+    total = np.empty_like(mine)
+    comm.Allreduce(mine, total, op=MPI.SUM)
+    return [int(v) for v in total]
+
+
+def check_blocks(info, comm, what, blocks):
+    """Check the checksums of datasets whose blocks the ranks have read
+    (collective): ``blocks`` is [(name, where, block)], the blocks of each
+    name together covering its dataset once."""
+    names = _known(info, [name for name, _, _ in blocks]) if comm.rank == 0 else []
+    names = comm.bcast(names, root=0)
+    wanted = {name: (where, block) for name, where, block in blocks}
+    partials = [checksum.partial(wanted[n][1], info.shapes[n], wanted[n][0]) for n in names]
+    _mismatch(info, what, names, _total(comm, partials))
+
+
+def check_arrays(info, what, arrays):
+    """Check whole datasets read by one process: ``arrays`` is {name: array}."""
+    names = _known(info, list(arrays))
+    _mismatch(info, what, names, [checksum.of_array(arrays[n]) for n in names])
+
+
+VERIFY_BYTES = 16 << 20          # the most a rank reads at once while verifying
+
+
+def verify(info, comm, what="--restart"):
+    """Read every dataset of ``info`` that has a checksum and check it
+    (collective): the ranks share the rows of each dataset, read a few MiB at
+    a time.  ChecksumMismatch (the same on every rank) when one differs."""
+    names = comm.bcast(_known(info, sorted(info.checksums)) if comm.rank == 0 else None, root=0)
+    if not names:
+        return
+    parallel = parallel_io(comm)
+    parts, size, rank = [], (comm.size if parallel else 1), (comm.rank if parallel else 0)
+    problem = None
+    try:
+        if parallel or comm.rank == 0:
+            kwargs = {"driver": "mpio", "comm": comm} if parallel else {}
+            with h5py.File(info.path, "r", **kwargs) as f:
+                parts = [_hash_rows(f[name], size, rank, parallel) for name in names]
+        else:
+            parts = [0] * len(names)
+    except (OSError, ValueError) as exc:
+        problem = one_line(f"{what}: {info.path} cannot be read (truncated or corrupt?): {exc}")
+    problems = [p for p in comm.allgather(problem) if p]
+    if problems:
+        raise ConfigError(problems[0])
+    _mismatch(info, what, names, _total(comm, parts))
+
+
+def _hash_rows(dset, size, rank, collective) -> int:
+    """This rank's share (rows split ``size`` ways) of ``dset``'s checksum;
+    every rank makes the same number of (collective) reads."""
+    n = dset.shape[0] if dset.ndim else 0
+    if dset.ndim == 0 or 0 in dset.shape:
+        return 0
+    base, extra = divmod(n, size)
+    start, count = rank * base + min(rank, extra), base + (1 if rank < extra else 0)
+    row = max(1, dset.dtype.itemsize * math.prod(dset.shape[1:]))
+    step = max(1, VERIFY_BYTES // row)
+    total = 0
+    for k in range(-(-(base + (1 if extra else 0)) // step)):
+        a, b = start + min(count, k * step), start + min(count, (k + 1) * step)
+        where = (slice(a, b),)
+        total += checksum.partial(read_block(dset, where, collective), dset.shape, where)
+    return total & checksum.MASK

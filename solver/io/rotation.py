@@ -1,16 +1,18 @@
 """Which checkpoints a run directory holds, and which of them may go.
 
-Complete checkpoints are named ``step_NNNNNNNNN.h5`` (a file being written
-has another name until it is whole), so listing is a directory scan.
+Complete checkpoints are named ``step_NNNNNNNNN.h5``: the step zero-padded
+to 9 digits, more for steps past 999,999,999 (a file being written has
+another name until it is whole), so listing is a directory scan.
 Pruning deletes only older checkpoints of the same run, or ones this
 process wrote: never a newer one, nor anybody else's.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 
-_NAME = re.compile(r"^step_(\d{9})\.h5$")
+_NAME = re.compile(r"^step_(\d{9,})\.h5$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -55,3 +57,25 @@ def prune(directory, keep, newest_step, mine=(), run_id=None):
                 os.remove(stale)
             except FileNotFoundError:
                 pass
+
+
+def set_aside(path, tag) -> str:
+    """Rename ``path`` to ``PATH.TAG`` (``PATH.TAG.2``, ``.3``, ... when that
+    is taken) and return the new path: kept, and never over another file."""
+    k = 1
+    while True:
+        target = f"{path}.{tag}" if k == 1 else f"{path}.{tag}.{k}"
+        k += 1
+        try:
+            os.link(path, target, follow_symlinks=False)    # fails where anything stands
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV):
+                raise
+            if os.path.lexists(target):                     # no hard links here: look, then rename
+                continue
+            os.rename(path, target)
+            return target
+        os.remove(path)
+        return target

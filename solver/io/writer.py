@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from ..parallel.mpi import MPI, emit
-from .checkpoint import CheckpointAbandoned, now_utc, write_checkpoint
+from .checkpoint import CheckpointAbandoned, now_utc, one_line, write_checkpoint
 
 
 class WriterError(RuntimeError):
@@ -46,9 +46,9 @@ class CheckpointWriter:
                                               mine=self._mine)
             self._mine.add(self.last_path)
         except CheckpointAbandoned as exc:
-            self._error = (1, str(exc))
+            self._error = (1, one_line(exc))
         except Exception as exc:
-            self._error = (0, f"{type(exc).__name__}: {exc}")
+            self._error = (0, one_line(f"{type(exc).__name__}: {exc}"))
         finally:
             self.seconds += time.perf_counter() - t0
 

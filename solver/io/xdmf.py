@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from .rotation import list_checkpoints
+from .safefile import write_atomically
 
 _HEAD = '<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n<Xdmf Version="2.0">\n <Domain>\n'
 _TAIL = " </Domain>\n</Xdmf>\n"
@@ -34,17 +35,10 @@ def _grid_of(path, href, indent, grid) -> str:
         return grid(f, href, indent)
 
 
-def _write_atomic(path, text):
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".part")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_sidecar(h5path, grid) -> str:
     """``step_N.xdmf`` beside ``step_N.h5``."""
     xdmf = h5path[:-3] + ".xdmf"
-    _write_atomic(xdmf, _HEAD + _grid_of(h5path, os.path.basename(h5path), 2, grid) + _TAIL)
+    write_atomically(xdmf, _HEAD + _grid_of(h5path, os.path.basename(h5path), 2, grid) + _TAIL)
     return xdmf
 
 
@@ -58,5 +52,5 @@ def write_time_series(output_dir, grid) -> str:
             continue                     # pruned or replaced while we looked
     body = '  <Grid Name="run" GridType="Collection" CollectionType="Temporal">\n' + "".join(grids) + "  </Grid>\n"
     path = os.path.join(output_dir, "run.xdmf")
-    _write_atomic(path, _HEAD + body + _TAIL)
+    write_atomically(path, _HEAD + body + _TAIL)
     return path

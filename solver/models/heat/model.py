@@ -9,7 +9,7 @@ import numpy as np
 
 from ...config import MAX_VALUE, ConfigError
 from ...io.blocks import Dataset, read_blocks
-from ...io.inputs import Want, inspect
+from ...io.inputs import Want, check_blocks, inspect
 from ...parallel.cart import decompose
 from ...parallel.halo import HaloExchange
 from ...parallel.mpi import MPI, all_ranks, check_memory
@@ -51,9 +51,11 @@ def resolve_time(settings, restart=None):
 
 def read_field(path, comm, shape, where) -> np.ndarray:
     """This rank's block ``where`` of ``/heat/u`` from a checkpoint file of
-    ``shape`` (a start field), as float64."""
-    inspect(path, comm, "heat.file", {"heat/u": Want(tuple(shape))})
-    return read_blocks(path, comm, [("heat/u", where)])[0].astype(np.float64)
+    ``shape`` (a start field), as float64, checked against its checksum."""
+    info = inspect(path, comm, "heat.file", {"heat/u": Want(tuple(shape))})
+    block = read_blocks(path, comm, [("heat/u", where)])[0]
+    check_blocks(info, comm, "heat.file", [("heat/u", where, block)])
+    return block.astype(np.float64)
 
 
 def split_boxes(local_shape, width, inner):
@@ -171,7 +173,8 @@ class HeatModel(Clocked):
         with np.errstate(invalid="ignore"):
             usable = bool(np.isfinite(local).all() and (np.abs(local) <= MAX_VALUE).all())
         if not all_ranks(self.comm, usable):
-            raise ConfigError(f"{source} holds values that are not finite or exceed {MAX_VALUE:g} in magnitude")
+            hint = "; continue from an earlier checkpoint with --restart FILE --discard-newer" if self.restart else ""
+            raise ConfigError(f"{source} holds values that are not finite or exceed {MAX_VALUE:g} in magnitude{hint}")
         self.set_local(local)
         with np.errstate(all="ignore"):                 # the diagnostics' total heat, summed the same way
             heat = self.comm.allreduce(float(np.sum(local)), op=MPI.SUM) * math.prod(self.heat.spacing)

@@ -114,17 +114,21 @@ FILE_DATASETS = {"nbody/position": ("n", 3), "nbody/velocity": ("n", 3), "nbody/
 def _read_particles_serial(path):
     import h5py
 
-    from ...io.inputs import Want, check_file
+    from ...io.inputs import Want, check_arrays, check_file
     want = {name: Want(shape) for name, shape in FILE_DATASETS.items()}
     want["nbody/id"] = Want(("n",), kinds="iu", optional=True)
     info = check_file(path, "nbody.file", want, ours=False)
     n = info.sizes["n"]
     try:
         with h5py.File(path, "r") as f:
-            pos, vel, mass = (np.asarray(f[k][...], np.float64) for k in FILE_DATASETS)
-            ids = np.asarray(f["nbody/id"][...]) if "nbody/id" in info.shapes else None
+            stored = {k: f[k][...] for k in FILE_DATASETS if k in info.shapes}
+            if "nbody/id" in info.shapes:
+                stored["nbody/id"] = f["nbody/id"][...]
     except OSError as exc:
         raise ConfigError(f"nbody.file: cannot read {path} as HDF5: {exc}") from None
+    check_arrays(info, "nbody.file", stored)
+    pos, vel, mass = (np.asarray(stored[k], np.float64) for k in FILE_DATASETS)
+    ids = np.asarray(stored["nbody/id"]) if "nbody/id" in stored else None
     if ids is not None:
         if not np.array_equal(np.sort(ids), np.arange(n)):
             raise ConfigError(f"nbody.file: /nbody/id in {path} is not a permutation of 0..{n - 1}")

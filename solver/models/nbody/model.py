@@ -65,8 +65,9 @@ class NBodyModel(Clocked):
             self.x[...], self.v[...], self.m[...] = x, v, m
         # every rank reaches the same verdict, so all raise together (no rank left in a collective)
         if not all_ranks(self.comm, all(np.isfinite(a).all() for a in (self.x, self.v, self.m))):
+            hint = "; continue from an earlier checkpoint with --restart FILE --discard-newer" if self.restart else ""
             raise ConfigError(f"{source} holds positions, velocities or masses that are not finite "
-                              f"(in {self.nb.precision})")
+                              f"(in {self.nb.precision}){hint}")
         if not all_ranks(self.comm, not (self.m < 0).any()):
             raise ConfigError(f"{source} holds negative masses; masses must be >= 0")
         if self.energy0 is not None and not math.isfinite(float(self.energy0)):
