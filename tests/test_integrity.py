@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, clean_env, run_solver, solver_cmd
+from conftest import REPO, clean_env, run_solver, solver_cmd, without_launcher_report
 from helpers import make_heat
 from solver.io.rotation import checkpoint_name, list_checkpoints, prune
 
@@ -94,7 +94,9 @@ def _run_limited(args, np_, limit):
     bytes (RLIMIT_FSIZE on the ranks only: mpiexec needs its own files);
     Python ignores SIGXFSZ, so such writes fail with EFBIG or come up short."""
     cmd = [shutil.which("mpiexec") or "mpiexec", "-n", str(np_), sys.executable, "-c", LIMITED, str(limit), *args]
-    return subprocess.run(cmd, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=180)
+    r = subprocess.run(cmd, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=180)
+    r.stderr = without_launcher_report(r.stderr)
+    return r
 
 
 # --- a checkpoint that cannot be stored -------------------------------------------
