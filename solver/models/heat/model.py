@@ -158,10 +158,10 @@ class HeatModel(Clocked):
         if isinstance(h.diffusivity, str):
             largest = self.comm.allreduce(float(D.max()), op=MPI.MAX)
             self.clock.dt, self.end_step = resolve_time(settings, restart, largest)
-        self._explicit = operator.explicit(h, self.decomp, g, self.dt, D, Q)
+        self.explicit = operator.explicit(h, self.decomp, g, self.dt, D, Q)
         del D, Q
-        self.coeffs = self._explicit.stencil.coeffs     # the constant scheme's c_d (None for variable D or Q)
-        self.stencil = self._upload(self._explicit.stencil)
+        self.coeffs = self.explicit.stencil.coeffs     # the constant scheme's c_d (None for variable D or Q)
+        self.stencil = self._upload(self.explicit.stencil)
         self._u = backend.zeros(padded)
         self._next = backend.zeros(padded)
         self.halo = HaloExchange(self.decomp, np.float64, backend, width=g)
@@ -207,7 +207,7 @@ class HeatModel(Clocked):
         from ...backends import HeatStencil
         up = self.backend.from_host
         sums = [None] * (2 * self.heat.ndim)
-        for wall in self._explicit.walls:
+        for wall in self.explicit.walls:
             if wall.edge_enters:
                 sums[wall.index] = self._zero_sums(wall.axis)
         return HeatStencil(coeffs=stencil.coeffs, walls=stencil.walls, sums=tuple(sums),
@@ -357,7 +357,7 @@ class HeatModel(Clocked):
         to this rank's share (from the wall sums, which start again at zero)."""
         if not self._summed:
             return
-        ex, n, g = self._explicit, self.decomp.local_shape, self.block
+        ex, n, g = self.explicit, self.decomp.local_shape, self.block
         sums = {w.index: self.backend.to_host(self.stencil.sums[w.index]) for w in ex.walls if w.edge_enters}
         with np.errstate(all="ignore"):
             walls = operator.wall_heat(ex.walls, sums, self._summed, n, g)
