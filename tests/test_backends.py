@@ -146,9 +146,9 @@ def _host(mod, stencil):
 def test_fused_boxes_are_bitwise_equal_to_the_reference(backend, ndim, variable, monkeypatch):
     """Random boxes, sides, steps and walls (with their sums of edge cells)
     against the reference's heat_fused, with constant or variable
-    coefficients, and with 3-D tiles from 1 row to wider than the box
-    (short last tiles, more steps than rows per tile, and the tiles the L2
-    size gives)."""
+    coefficients, with 3-D tiles from 1 row to wider than the box (short
+    last tiles, more steps than rows per tile, and the tiles the L2 size
+    gives) and 2-D strips of 1 to 7 columns or whole rows."""
     mod = get_backend(backend)
     rng = np.random.default_rng(7 + variable)
     for case in range(150):
@@ -156,6 +156,7 @@ def test_fused_boxes_are_bitwise_equal_to_the_reference(backend, ndim, variable,
         shape, lo, hi, grow = _random_box(rng, ndim, steps)
         if hasattr(mod, "TILE_ROWS"):
             monkeypatch.setattr(mod, "TILE_ROWS", int(rng.integers(0, 12)))
+            monkeypatch.setattr(mod, "STRIP_COLUMNS", int(rng.integers(0, 8)))
         stencil = _stencil(mod, rng, shape, ndim, variable)
         expected = _host(mod, stencil)
         src = rng.random(shape)

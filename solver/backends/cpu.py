@@ -80,14 +80,22 @@ if numba is not None:
             out[j] = (t0 + t1) + u
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _row_variable(um, up, ul, ur, u0, out, n, km, kp, kl, kr, q):
-        """HeatStencil's variable update: km/kp the axis-0 face coefficients
-        below and above, kl/kr those of axis 1, q the source."""
-        for j in range(n):
-            x = u0[j]
-            t0 = km[j] * (um[j] - x) + kp[j] * (up[j] - x)
-            t1 = kl[j] * (ul[j] - x) + kr[j] * (ur[j] - x)
-            out[j] = ((t0 + t1) + q[j]) + x
+    def _row_variable(um, uc, up, out, a, b, f, w, k0, k1, q):
+        """HeatStencil's variable update of cells [a, b) of a row: k0 the
+        axis-0 face coefficients, k1 those of axis 1, q the source, flat
+        (the row's cell 0 at f, rows of w cells).  Whole rows and flat
+        fields indexed by unsigned offsets: no index can wrap around, and
+        few distinct arrays keep LLVM's alias checks few enough for it to
+        vectorise the loop."""
+        one = np.uint64(1)
+        ww = np.uint64(w)
+        for k in range(np.uint64(b - a)):
+            j = np.uint64(a) + k
+            g = np.uint64(f) + j
+            x = uc[j]
+            t0 = k0[g] * (um[j] - x) + k0[g + ww] * (up[j] - x)
+            t1 = k1[g] * (uc[j - one] - x) + k1[g + one] * (uc[j + one] - x)
+            out[j] = ((t0 + t1) + q[g]) + x
 
     @njit(cache=True, nogil=True, boundscheck=False)
     def _mirror(ghost, edge, ca, cb):
@@ -131,8 +139,7 @@ if numba is not None:
         """Level s of one 2-D row (row i) from level s - 1's three."""
         a, b = _span(lo, hi, grow, 1, e)
         if variable:
-            _row_variable(um[a:b], up[a:b], uc[a - 1:b - 1], uc[a + 1:b + 1], uc[a:b], out[a:b], b - a,
-                          k0[i, a:b], k0[i + 1, a:b], k1[i, a:b], k1[i, a + 1:b + 1], q[i, a:b])
+            _row_variable(um, uc, up, out, a, b, i * uc.shape[0], uc.shape[0], k0, k1, q)
         else:
             _row(um[a:b], up[a:b], uc[a - 1:b - 1], uc[a + 1:b + 1], uc[a:b], out[a:b], b - a, c[0], c[1])
 
@@ -159,6 +166,7 @@ if numba is not None:
         levels 0 to steps - 1 are added to its sums (e0 ... e3).  Every cell
         sees the reference's arithmetic on the same inputs, so the result is
         bitwise the step-by-step result."""
+        k0, k1, q = k0.reshape(-1), k1.reshape(-1), q.reshape(-1)
         e = steps - 1
         first, last = _span(lo, hi, grow, 0, e)
         for i in range(first, last):                                # level 0's wall ghosts
@@ -591,12 +599,14 @@ def _tile_rows(padded_shape, steps, l2=None, fields=0) -> int:
 def heat_block(padded_shape, fields=0, l2=None) -> int:
     """Steps per sweep, at most 8, from the L2 size.  2-D: as many as keep
     every level's ring of four rows and a row of each of ``fields``
-    coefficient fields within 3/4 of L2.  3-D: the most that still leave
+    coefficient fields within 3/4 of L2 (rows as wide as a strip, with
+    fields).  3-D: the most that still leave
     tiles (_tile_rows) of at least twice as many rows as steps, so that the
     steps are not bought with thin tiles."""
     l2 = l2 or l2_bytes()
     if len(padded_shape) == 2:
-        return max(1, min(8, 1 + int(0.75 * l2) // ((4 + fields) * 8 * padded_shape[-1])))
+        columns = min(padded_shape[-1], _strip_columns(fields, l2) or padded_shape[-1])
+        return max(1, min(8, 1 + int(0.75 * l2) // ((4 + fields) * 8 * columns)))
     for steps in range(8, 1, -1):
         if _tile_rows(padded_shape, steps, l2, fields) >= 2 * steps:
             return steps
@@ -636,6 +646,42 @@ def _ring(shape, steps):
     return ring
 
 
+STRIP_COLUMNS = None      # 2-D variable coefficients: columns per strip (None: from the L2 size; 0: whole rows)
+
+
+def _strip_columns(fields, l2=None) -> int:
+    """Columns per 2-D strip with ``fields`` coefficient fields (0: whole
+    rows): as many as keep what eight levels touch at one sweep position,
+    four ring rows and a row of each field per level, within 3/4 of L2."""
+    if not fields:
+        return 0
+    if STRIP_COLUMNS is not None:
+        return STRIP_COLUMNS
+    return max(256, int(0.75 * (l2 or l2_bytes())) // (8 * (4 + fields) * 8))
+
+
+def _strips(lo, hi, grow, acc, steps, width):
+    """A 2-D box as strips of at most ``width`` columns (near-equal, none
+    narrower than ``steps``, so none reaches past a wall), each swept on its
+    own so that every level's rows of u and of the coefficient fields stay
+    in L2; they grow into each other at the intermediate levels like any box
+    whose side faces owned cells (recomputing steps - 1 columns there; the
+    results are the same bits)."""
+    n = min(-(-(hi[1] - lo[1]) // width), (hi[1] - lo[1]) // steps) if width else 1
+    if n <= 1:
+        yield lo, hi, grow, acc
+        return
+    cuts = [lo[1] + (hi[1] - lo[1]) * k // n for k in range(n + 1)]
+    for k in range(n):
+        slo, shi, sgrow, sacc = lo.copy(), hi.copy(), grow.copy(), acc.copy()
+        slo[1], shi[1] = cuts[k], cuts[k + 1]
+        if k > 0:
+            sgrow[2], sacc[2] = True, False
+        if k < n - 1:
+            sgrow[3], sacc[3] = True, False
+        yield slo, shi, sgrow, sacc
+
+
 _NONE: dict = {}
 
 
@@ -667,7 +713,8 @@ def heat_fused(src, dst, stencil, steps, lo, hi, grow):
     lo, hi, grow = (np.asarray(x, dtype=np.int64) for x in (lo, hi, grow))
     grow = grow.astype(np.bool_)
     if ndim == 2:
-        _sweep(src, dst, ring, c, steps, lo, hi, grow, wa, wb, variable, *fields, acc, *totals)
+        for slo, shi, sgrow, sacc in _strips(lo, hi, grow, acc, steps, _strip_columns(ndim + 1 if variable else 0)):
+            _sweep(src, dst, ring, c, steps, slo, shi, sgrow, wa, wb, variable, *fields, sacc, *totals)
         return
     width = _tile_rows(src.shape, steps, fields=ndim + 1 if variable else 0)
     cuts = list(range(lo[1], hi[1], width))
