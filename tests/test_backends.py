@@ -200,3 +200,28 @@ def test_steps_per_sweep_follow_the_cache():
     for shape in ((34, 34, 34), (258, 258, 258), (1026, 1026, 1026)):
         for steps in range(1, 9):
             assert cpu._tile_rows(shape, steps, l2=2 << 20) >= steps
+
+
+def test_variable_sweeps_keep_eight_steps_in_strips_that_fit_the_cache():
+    """2-D variable coefficients: strips sized from L2 keep eight steps per
+    sweep on a 4096-wide block; 3-D tiles count the fields' rows."""
+    from solver.backends import cpu
+    assert cpu._strip_columns(0) == 0
+    assert cpu.heat_block((4098, 4098), 3, l2=2 << 20) == 8
+    assert cpu._strip_columns(3, l2=2 << 20) < 4098
+    assert cpu._tile_rows((258, 258, 258), 4, l2=2 << 20, fields=4) < cpu._tile_rows((258, 258, 258), 4, l2=2 << 20)
+
+
+@pytest.mark.parametrize("width, steps", [(3, 1), (4, 5), (256, 8), (1000, 3)])
+def test_strips_cover_the_box_once_and_never_reach_past_a_wall(width, steps):
+    from solver.backends import cpu
+    lo, hi = np.array([5, 7]), np.array([40, 7 + 997])
+    grow, acc = np.array([False, True, False, False]), np.array([True, False, True, True])
+    strips = list(cpu._strips(lo, hi, grow, acc, steps, width))
+    assert strips[0][0][1] == lo[1] and strips[-1][1][1] == hi[1]
+    for before, after in zip(strips, strips[1:]):
+        assert before[1][1] == after[0][1]                      # next to each other, no gap, no overlap
+    for k, (slo, shi, sgrow, sacc) in enumerate(strips):
+        assert shi[1] - slo[1] >= steps
+        assert sgrow[2] == (k > 0) and sgrow[3] == (k < len(strips) - 1)
+        assert sacc[2] == (k == 0) and sacc[3] == (k == len(strips) - 1)

@@ -165,7 +165,7 @@ def _peer(problem, backend, steps, repeats, comm, scratch):
             return "Devito", 0.0, 0.0, why
         u0 = model.local_field()
         if problem.fields:
-            stencil = model.explicit.stencil
+            stencil = model.stencil                   # the cpu backend's arrays are host arrays
             times, devito_u = peers.devito_heat_variable(u0, stencil.faces, stencil.source, model.block, steps,
                                                          repeats)
         else:

@@ -161,7 +161,8 @@ class HeatModel(Clocked):
         self.explicit = operator.explicit(h, self.decomp, g, self.dt, D, Q)
         del D, Q
         self.coeffs = self.explicit.stencil.coeffs     # the constant scheme's c_d (None for variable D or Q)
-        self.stencil = self._upload(self.explicit.stencil)
+        self.stencil = self._upload(self.explicit.stencil)       # what the backend applies, in its memory
+        self.explicit.stencil = None                             # (the host copies are not needed again)
         self._u = backend.zeros(padded)
         self._next = backend.zeros(padded)
         self.halo = HaloExchange(self.decomp, np.float64, backend, width=g)
