@@ -209,6 +209,7 @@ def test_two_layer_slab_reaches_the_exact_piecewise_linear_profile(tmp_path, sta
     (["heat.boundary_value=[[1,2,3],[0,0]]"], "heat.boundary_value: expected a number or a list of 2"),
     (["heat.diffusivity='fast'"], "heat.diffusivity: expected a number or a cell field"),
     (["heat.source=true"], "heat.source: expected a number"),
+    (["heat.file='start.npy'"], "heat.file: 'start.npy' is set, but heat.initial is 'sine'"),
 ])
 def test_faces_and_fields_that_would_be_ignored_or_are_malformed_are_refused(overrides, fragment):
     with pytest.raises(ConfigError) as info:

@@ -209,6 +209,9 @@ def validate(h: dict, explicit: set) -> HeatSettings:
     if initial == "sine":
         _check_resolved(modes, shape, kinds)
     heat_file = string("heat.file", h["file"])
+    if heat_file and initial != "file":
+        raise ConfigError(f"heat.file: {heat_file!r} is set, but heat.initial is {initial!r}, which does not read it; "
+                          f"set heat.initial = 'file' or remove heat.file")
     if initial == "file" and not heat_file:
         raise ConfigError("heat.file: heat.initial = 'file' needs heat.file: one of our checkpoints, "
                           "'FILE.h5:DATASET', 'FILE.h5' (its only dataset of heat.shape) or 'FILE.npy'")
