@@ -14,29 +14,57 @@ def test_auto_prefers_a_compiled_backend_when_there_is_one():
     assert get_backend("auto").name == (COMPILED[0] if COMPILED else "numpy")
 
 
+# every kind of wall, one config each: values are wall temperatures, fluxes or ambient values
+WALLS = {
+    "dirichlet": ("heat.boundary=dirichlet", "heat.boundary_value=0.3"),
+    "neumann": ("heat.boundary=neumann", "heat.boundary_value=0.3"),
+    "periodic": ("heat.boundary=periodic",),
+    "robin": ("heat.boundary=robin", "heat.boundary_value=0.3", "heat.boundary_transfer=2.5"),
+}
+
+
+def _mixed(ndim):
+    """A periodic axis, and dirichlet, robin and neumann faces on the others."""
+    kinds = [["periodic", "periodic"], ["dirichlet", "robin"], ["neumann", "robin"]][:ndim]
+    values = [[0, 0], [1.0, -0.5], [0.2, 0.1]][:ndim]
+    transfer = [[0, 0], [0, 4.0], [0, 0.5]][:ndim]
+    return (f"heat.boundary={kinds}", f"heat.boundary_value={values}", f"heat.boundary_transfer={transfer}")
+
+
+def _fields(tmp_path, shape):
+    """A random D field (0.5 to 2) and source (-1 to 1) as .npy files: the variable-coefficient scheme."""
+    rng = np.random.default_rng(len(shape))
+    np.save(tmp_path / "D.npy", rng.uniform(0.5, 2.0, shape))
+    np.save(tmp_path / "Q.npy", rng.uniform(-1.0, 1.0, shape))
+    return (f"heat.diffusivity='{tmp_path / 'D.npy'}'", f"heat.source='{tmp_path / 'Q.npy'}'")
+
+
 @pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("boundary", ["dirichlet", "neumann", "periodic"])
+@pytest.mark.parametrize("walls", [*WALLS, "mixed"])
 @pytest.mark.parametrize("shape", [[37, 23], [19, 13, 11], [7, 83, 5]])
 @pytest.mark.parametrize("fused", [0, 1, 5])
-def test_heat_is_bitwise_equal_to_the_reference(backend, boundary, shape, fused):
-    """Any number of steps per sweep (0: the backend's choice), 3-D tiles included."""
-    args = (f"heat.shape={shape}", f"heat.boundary={boundary}", "heat.initial=random", "time.steps=30",
-            "heat.boundary_value=0.3")
+@pytest.mark.parametrize("variable", [False, True])
+def test_heat_is_bitwise_equal_to_the_reference(backend, walls, shape, fused, variable, tmp_path):
+    """Any number of steps per sweep (0: the backend's choice), 3-D tiles
+    included, every kind of wall, constant and variable coefficients."""
+    args = (*(WALLS[walls] if walls != "mixed" else _mixed(len(shape))), f"heat.shape={shape}",
+            "heat.initial=random", "time.steps=30", *(_fields(tmp_path, shape) if variable else ()))
     model = make_heat(MPI.COMM_SELF, *args, f"heat.fused_steps={fused}", backend=backend)
     if fused:
         assert model.block == fused
-    a = run_to_end(model).local_field()
-    b = run_to_end(make_heat(MPI.COMM_SELF, *args, backend="numpy")).local_field()
-    assert np.array_equal(a, b)
+    a = run_to_end(model)
+    b = run_to_end(make_heat(MPI.COMM_SELF, *args, backend="numpy"))
+    assert np.array_equal(a.local_field(), b.local_field())
+    da, db = a.diagnostics(), b.diagnostics()
+    assert da["heat_in"] == pytest.approx(db["heat_in"], rel=1e-12, abs=1e-14)
 
 
 @pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("boundary", ["dirichlet", "neumann"])
+@pytest.mark.parametrize("boundary", ["dirichlet", "neumann", "robin"])
 @pytest.mark.parametrize("fused", [17, 24, 40])
 def test_deep_sweeps_never_reach_past_a_wall(backend, boundary, fused):
     """More steps per sweep than a 3-D tile is rows wide: tiles widen to match."""
-    args = ("heat.shape=[5,97,6]", f"heat.boundary={boundary}", "heat.initial=random", "time.steps=45",
-            "heat.boundary_value=0.3")
+    args = ("heat.shape=[5,97,6]", *WALLS[boundary], "heat.initial=random", "time.steps=45")
     a = run_to_end(make_heat(MPI.COMM_SELF, *args, f"heat.fused_steps={fused}", backend=backend)).local_field()
     b = run_to_end(make_heat(MPI.COMM_SELF, *args, backend="numpy")).local_field()
     assert np.array_equal(a, b)
@@ -89,26 +117,56 @@ def _random_box(rng, ndim, steps):
     return shape, lo, hi, grow
 
 
+def _stencil(mod, rng, shape, ndim, variable):
+    """A HeatStencil in ``mod``'s memory with random walls (ghost = a edge + b),
+    wall sums on some sides, and constant or random variable coefficients."""
+    from solver.backends import HeatStencil
+    walls = tuple((float(rng.choice([-1.0, 1.0, rng.uniform(-1, 1), 0.0])), float(rng.uniform(-1, 1)))
+                  for _ in range(2 * ndim))
+    sums = tuple(mod.from_host(rng.random(shape[:a] + shape[a + 1:])) if rng.integers(0, 2) else None
+                 for a in range(ndim) for _ in (0, 1))
+    if not variable:
+        return HeatStencil(coeffs=(0.11, 0.13, 0.07)[:ndim], walls=walls, sums=sums)
+    faces = tuple(mod.from_host(rng.uniform(0.0, 0.3 / ndim, shape)) for _ in range(ndim))
+    return HeatStencil(faces=faces, source=mod.from_host(rng.uniform(-0.01, 0.01, shape)), walls=walls, sums=sums)
+
+
+def _host(mod, stencil):
+    """The same stencil with host copies of its arrays (the reference's)."""
+    from solver.backends import HeatStencil
+    copy = lambda a: None if a is None else np.array(mod.to_host(a))            # noqa: E731
+    return HeatStencil(coeffs=stencil.coeffs, walls=stencil.walls, sums=tuple(copy(s) for s in stencil.sums),
+                       faces=None if stencil.faces is None else tuple(copy(k) for k in stencil.faces),
+                       source=copy(stencil.source))
+
+
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_fused_boxes_are_bitwise_equal_to_the_reference(backend, ndim, monkeypatch):
-    """Random boxes, sides and steps against the reference's heat_fused, with
-    3-D tiles from 1 row to wider than the box (short last tiles, more steps
-    than rows per tile, and the tiles the L2 size gives)."""
+@pytest.mark.parametrize("variable", [False, True])
+def test_fused_boxes_are_bitwise_equal_to_the_reference(backend, ndim, variable, monkeypatch):
+    """Random boxes, sides, steps and walls (with their sums of edge cells)
+    against the reference's heat_fused, with constant or variable
+    coefficients, with 3-D tiles from 1 row to wider than the box (short
+    last tiles, more steps than rows per tile, and the tiles the L2 size
+    gives) and 2-D strips of 1 to 7 columns or whole rows."""
     mod = get_backend(backend)
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 + variable)
     for case in range(150):
         steps = int(rng.integers(1, 10))
         shape, lo, hi, grow = _random_box(rng, ndim, steps)
         if hasattr(mod, "TILE_ROWS"):
             monkeypatch.setattr(mod, "TILE_ROWS", int(rng.integers(0, 12)))
-        wall = ("dirichlet", "neumann")[case % 2]
-        coeffs = (0.11, 0.13, 0.07)[:ndim]
+            monkeypatch.setattr(mod, "STRIP_COLUMNS", int(rng.integers(0, 8)))
+        stencil = _stencil(mod, rng, shape, ndim, variable)
+        expected = _host(mod, stencil)
         src = rng.random(shape)
         a, b = mod.from_host(np.full(shape, -7.0)), np.full(shape, -7.0)
-        mod.heat_fused(mod.from_host(src), a, coeffs, steps, lo, hi, grow, wall, 0.3)
-        ref.heat_fused(src.copy(), b, coeffs, steps, lo, hi, grow, wall, 0.3)
-        assert np.array_equal(mod.to_host(a), b), (shape, steps, lo, hi, grow, wall)
+        mod.heat_fused(mod.from_host(src), a, stencil, steps, lo, hi, grow)
+        ref.heat_fused(src.copy(), b, expected, steps, lo, hi, grow)
+        assert np.array_equal(mod.to_host(a), b), (shape, steps, lo, hi, grow)
+        for k, (got, want) in enumerate(zip(stencil.sums, expected.sums)):
+            if want is not None:
+                assert np.array_equal(mod.to_host(got), want), ("sums", k, shape, steps, lo, hi, grow)
 
 
 def _fake_cache(root, entries):
@@ -142,3 +200,28 @@ def test_steps_per_sweep_follow_the_cache():
     for shape in ((34, 34, 34), (258, 258, 258), (1026, 1026, 1026)):
         for steps in range(1, 9):
             assert cpu._tile_rows(shape, steps, l2=2 << 20) >= steps
+
+
+def test_variable_sweeps_keep_eight_steps_in_strips_that_fit_the_cache():
+    """2-D variable coefficients: strips sized from L2 keep eight steps per
+    sweep on a 4096-wide block; 3-D tiles count the fields' rows."""
+    from solver.backends import cpu
+    assert cpu._strip_columns(0) == 0
+    assert cpu.heat_block((4098, 4098), 3, l2=2 << 20) == 8
+    assert cpu._strip_columns(3, l2=2 << 20) < 4098
+    assert cpu._tile_rows((258, 258, 258), 4, l2=2 << 20, fields=4) < cpu._tile_rows((258, 258, 258), 4, l2=2 << 20)
+
+
+@pytest.mark.parametrize("width, steps", [(3, 1), (4, 5), (256, 8), (1000, 3)])
+def test_strips_cover_the_box_once_and_never_reach_past_a_wall(width, steps):
+    from solver.backends import cpu
+    lo, hi = np.array([5, 7]), np.array([40, 7 + 997])
+    grow, acc = np.array([False, True, False, False]), np.array([True, False, True, True])
+    strips = list(cpu._strips(lo, hi, grow, acc, steps, width))
+    assert strips[0][0][1] == lo[1] and strips[-1][1][1] == hi[1]
+    for before, after in zip(strips, strips[1:]):
+        assert before[1][1] == after[0][1]                      # next to each other, no gap, no overlap
+    for k, (slo, shi, sgrow, sacc) in enumerate(strips):
+        assert shi[1] - slo[1] >= steps
+        assert sgrow[2] == (k > 0) and sgrow[3] == (k < len(strips) - 1)
+        assert sacc[2] == (k == 0) and sacc[3] == (k == len(strips) - 1)

@@ -17,10 +17,12 @@
                       a halo region to and from such a buffer
     bind(comm, device)
                       optional, collective: pick this rank's device (device backends)
-    heat_block(padded_shape)
+    heat_block(padded_shape, fields=0)
                       how many FTCS steps the backend likes to take per halo exchange
-    heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value)
+                      (``fields``: coefficient fields each step also reads)
+    heat_fused(src, dst, stencil, steps, lo, hi, grow)
                       that many FTCS steps for the box [lo, hi) of padded blocks
+                      (``stencil``: a HeatStencil whose arrays are the backend's)
     nbody_accel(xi, xj, mj, j0, eps2, G, out, i0)
     nbody_potential(xi, xj, mj, j0, i0, eps2, G)
                       softened gravity of a block of sources on a block of targets
@@ -31,8 +33,35 @@ directly on a backend array: a device backend keeps its arrays on the device.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from ..config import ConfigError
+
+
+@dataclass
+class HeatStencil:
+    """The explicit heat step as every backend applies it (the model builds
+    it from ``models/heat/operator.py``).  Constant coefficients: ``coeffs``
+    c_d = dt D / h_d^2 and the update ((sum_d c_d ((u[-1] + u[+1]) - 2 u)) + u).
+    Variable: ``faces`` (per axis, an array of the padded block's shape
+    whose cell i holds the coefficient of its low face, dt / h^2 times the
+    harmonic mean of D) and ``source`` (dt Q per cell, with the Neumann wall
+    fluxes), and the update
+        t_d = (K_d[i] (u[i-1] - u) + K_d[i+1] (u[i+1] - u)),
+        ((((t_0 + t_1) + t_2) + s) + u).
+    ``walls[2a + side]`` = (a, b): a wall's ghost is a * edge + b.
+    ``sums[2a + side]``: None, or an array (the padded block without axis a)
+    to which the edge cells of every state a sweep steps from are added: the
+    model turns them into the heat that crossed the wall."""
+    coeffs: tuple | None = None
+    faces: tuple | None = None
+    source: object = None
+    walls: tuple = ()
+    sums: tuple = ()
+
+    @property
+    def variable(self) -> bool:
+        return self.faces is not None
 
 # in order of preference for "auto"
 _MODULES = {"cuda": "cuda", "opencl": "opencl", "cpu": "cpu", "numpy": "numpy_"}

@@ -2,9 +2,10 @@
 cores; threads inside a rank would oversubscribe them).  Kernels are cached
 on disk, so only the first run on a machine pays for compilation.
 
-Heat evaluates ((sum_d c_d ((u[-1] + u[+1]) - 2 u)) + u) in exactly the
-reference backend's order, without fast-math, so fields are bitwise equal to
-the NumPy backend's.  Several steps are taken per sweep along axis 0 (a
+Heat evaluates ((sum_d c_d ((u[-1] + u[+1]) - 2 u)) + u), or with variable
+coefficients HeatStencil's formula, in exactly the reference backend's
+order, without fast-math, so fields are bitwise equal to the NumPy
+backend's.  Several steps are taken per sweep along axis 0 (a
 wavefront whose intermediate levels stay in cache; steps from the L2 size).
 2-D sweeps rows.  3-D sweeps planes in tiles of axis 1, skewed by one row per
 level so that tiles hand rows on instead of recomputing them; every plane is
@@ -79,15 +80,34 @@ if numba is not None:
             out[j] = (t0 + t1) + u
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _mirrored(edge, wall, value):
-        """A wall ghost from its edge cell: Dirichlet (ghost + edge)/2 = value, Neumann ghost = edge."""
-        return 2.0 * value - edge if wall == 0 else edge
+    def _row_variable(um, uc, up, out, a, b, f, w, k0, k1, q):
+        """HeatStencil's variable update of cells [a, b) of a row: k0 the
+        axis-0 face coefficients, k1 those of axis 1, q the source, flat
+        (the row's cell 0 at f, rows of w cells).  Whole rows and flat
+        fields indexed by unsigned offsets: no index can wrap around, and
+        few distinct arrays keep LLVM's alias checks few enough for it to
+        vectorise the loop."""
+        one = np.uint64(1)
+        ww = np.uint64(w)
+        for k in range(np.uint64(b - a)):
+            j = np.uint64(a) + k
+            g = np.uint64(f) + j
+            x = uc[j]
+            t0 = k0[g] * (um[j] - x) + k0[g + ww] * (up[j] - x)
+            t1 = k1[g] * (uc[j - one] - x) + k1[g + one] * (uc[j + one] - x)
+            out[j] = ((t0 + t1) + q[g]) + x
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _mirror(ghost, edge, wall, value):
-        """A row of wall ghosts from the edge row."""
+    def _mirror(ghost, edge, ca, cb):
+        """A row of wall ghosts from the edge row: ghost = ca * edge + cb."""
         for j in range(ghost.shape[0]):
-            ghost[j] = _mirrored(edge[j], wall, value)
+            ghost[j] = ca * edge[j] + cb
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _add(total, row):
+        """total += row (a wall's sums of its edge cells)."""
+        for j in range(total.shape[0]):
+            total[j] += row[j]
 
     @njit(cache=True, nogil=True, boundscheck=False)
     def _span(lo, hi, grow, axis, e):
@@ -97,47 +117,69 @@ if numba is not None:
         return a, b
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _walls(slab, lo, hi, grow, e, wall, value):
+    def _walls(slab, lo, hi, grow, e, wa, wb):
         """Wall ghosts of one 2-D row along axis 1 (the row's own axis)."""
         a, b = _span(lo, hi, grow, 1, e)
         if not grow[2]:
-            slab[a - 1] = _mirrored(slab[a], wall, value)
+            slab[a - 1] = wa[2] * slab[a] + wb[2]
         if not grow[3]:
-            slab[b] = _mirrored(slab[b - 1], wall, value)
+            slab[b] = wa[3] * slab[b - 1] + wb[3]
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _slab(um, uc, up, out, lo, hi, grow, e, c):
-        """Level s of one 2-D row from level s - 1's three."""
+    def _row_sums(slab, i, lo, hi, acc, e2, e3):
+        """Row i's edge cells at the axis-1 walls into their sums (owned rows only)."""
+        if lo[0] <= i < hi[0]:
+            if acc[2]:
+                e2[i] += slab[lo[1]]
+            if acc[3]:
+                e3[i] += slab[hi[1] - 1]
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _slab(um, uc, up, out, lo, hi, grow, e, c, i, variable, k0, k1, q):
+        """Level s of one 2-D row (row i) from level s - 1's three."""
         a, b = _span(lo, hi, grow, 1, e)
-        _row(um[a:b], up[a:b], uc[a - 1:b - 1], uc[a + 1:b + 1], uc[a:b], out[a:b], b - a, c[0], c[1])
+        if variable:
+            _row_variable(um, uc, up, out, a, b, i * uc.shape[0], uc.shape[0], k0, k1, q)
+        else:
+            _row(um[a:b], up[a:b], uc[a - 1:b - 1], uc[a + 1:b + 1], uc[a:b], out[a:b], b - a, c[0], c[1])
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _faces(ghost, edge, lo, hi, grow, e, wall, value):
+    def _faces(ghost, edge, lo, hi, grow, e, ca, cb):
         """The ghost row beyond an axis-0 wall, from the edge row."""
         a, b = _span(lo, hi, grow, 1, e)
-        _mirror(ghost[a:b], edge[a:b], wall, value)
+        _mirror(ghost[a:b], edge[a:b], ca, cb)
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _sweep(src, dst, ring, c, steps, lo, hi, grow, wall, value):
+    def _sweep(src, dst, ring, c, steps, lo, hi, grow, wa, wb, variable, k0, k1, q, acc, e0, e1, e2, e3):
         """``steps`` FTCS steps of a 2-D box in one sweep along axis 0 (a wavefront): at sweep
         position r, level s computes slab r - s + 1 from level s - 1, whose
         slabs live in a ring of four per level, so each cell goes to and from
-        memory once per ``steps`` steps instead of once per step.
+        memory once per ``steps`` steps instead of once per step (the
+        coefficient fields of the variable update, read by every level, stay
+        in cache between them).
 
         ``lo``/``hi`` bound the box written to ``dst`` (padded indices).
         ``grow[2a + side]``: the inputs are valid ``steps`` cells beyond that
         side (halo or owned cells), so level s covers ``steps - s`` more; else
-        the side is a wall whose ghosts are rebuilt from each level's edge.
-        Every cell sees the reference's arithmetic on the same inputs, so the
-        result is bitwise the step-by-step result."""
+        the side is a wall whose ghosts are rebuilt from each level's edge
+        (ghost = wa * edge + wb), and where ``acc`` says so its edge cells of
+        levels 0 to steps - 1 are added to its sums (e0 ... e3).  Every cell
+        sees the reference's arithmetic on the same inputs, so the result is
+        bitwise the step-by-step result."""
+        k0, k1, q = k0.reshape(-1), k1.reshape(-1), q.reshape(-1)
         e = steps - 1
         first, last = _span(lo, hi, grow, 0, e)
         for i in range(first, last):                                # level 0's wall ghosts
-            _walls(src[i], lo, hi, grow, e, wall, value)
+            _walls(src[i], lo, hi, grow, e, wa, wb)
+            _row_sums(src[i], i, lo, hi, acc, e2, e3)
         if not grow[0]:
-            _faces(src[lo[0] - 1], src[lo[0]], lo, hi, grow, e, wall, value)
+            _faces(src[lo[0] - 1], src[lo[0]], lo, hi, grow, e, wa[0], wb[0])
+            if acc[0]:
+                _add(e0[lo[1]:hi[1]], src[lo[0], lo[1]:hi[1]])
         if not grow[1]:
-            _faces(src[hi[0]], src[hi[0] - 1], lo, hi, grow, e, wall, value)
+            _faces(src[hi[0]], src[hi[0] - 1], lo, hi, grow, e, wa[1], wb[1])
+            if acc[1]:
+                _add(e1[lo[1]:hi[1]], src[hi[0] - 1, lo[1]:hi[1]])
         for r in range(first, hi[0] + steps - 1):
             for s in range(1, steps + 1):
                 e = steps - s
@@ -150,13 +192,18 @@ if numba is not None:
                 else:
                     um, uc, up = ring[s - 2, (i - 1) & 3], ring[s - 2, i & 3], ring[s - 2, (i + 1) & 3]
                 out = dst[i] if s == steps else ring[s - 1, i & 3]
-                _slab(um, uc, up, out, lo, hi, grow, e, c)
+                _slab(um, uc, up, out, lo, hi, grow, e, c, i, variable, k0, k1, q)
                 if s < steps:
-                    _walls(out, lo, hi, grow, e, wall, value)
+                    _walls(out, lo, hi, grow, e, wa, wb)
+                    _row_sums(out, i, lo, hi, acc, e2, e3)
                     if i == lo[0] and not grow[0]:
-                        _faces(ring[s - 1, (i - 1) & 3], out, lo, hi, grow, e, wall, value)
+                        _faces(ring[s - 1, (i - 1) & 3], out, lo, hi, grow, e, wa[0], wb[0])
+                        if acc[0]:
+                            _add(e0[lo[1]:hi[1]], out[lo[1]:hi[1]])
                     if i == hi[0] - 1 and not grow[1]:
-                        _faces(ring[s - 1, (i + 1) & 3], out, lo, hi, grow, e, wall, value)
+                        _faces(ring[s - 1, (i + 1) & 3], out, lo, hi, grow, e, wa[1], wb[1])
+                        if acc[1]:
+                            _add(e1[lo[1]:hi[1]], out[lo[1]:hi[1]])
 
     def _make_prefetch(rw):
         """A hint to fetch the cache line of ``ary[index]`` (a flat C array)
@@ -215,25 +262,70 @@ if numba is not None:
                 out[o + k] = ((t0 + t1) + t2) + x
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _walls3(slab, k0, a1, b1, a2, b2, grow, wall, value):
+    def _plane_variable(u, bm, bc, bp, ru, out, bo, ro, a1, b1, a2, b2, k0, k1, k2, q, kb, n2, size,
+                        src, dst, ahead, lines):
+        """_plane with HeatStencil's variable update: the face coefficients
+        k0, k1, k2 and the source q are flat arrays of the padded block
+        (plane i at kb, rows of n2 cells, planes of ``size``)."""
+        one = np.uint64(1)
+        r = np.uint64(ru)
+        w = np.uint64(n2)
+        p0 = np.uint64(size)
+        n = np.uint64(b2 - a2)
+        for j in range(a1, b1):
+            _ahead(src, dst, ahead, lines)
+            at = j * ru + a2
+            m, c, p = np.uint64(bm + at), np.uint64(bc + at), np.uint64(bp + at)
+            o = np.uint64(bo + j * ro + a2)
+            f = np.uint64(kb + j * n2 + a2)
+            for k in range(n):
+                x = u[c + k]
+                t0 = k0[f + k] * (u[m + k] - x) + k0[f + k + p0] * (u[p + k] - x)
+                t1 = k1[f + k] * (u[c + k - r] - x) + k1[f + k + w] * (u[c + k + r] - x)
+                t2 = k2[f + k] * (u[c + k - one] - x) + k2[f + k + one] * (u[c + k + one] - x)
+                out[o + k] = (((t0 + t1) + t2) + q[f + k]) + x
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _walls3(slab, k0, a1, b1, a2, b2, grow, wa, wb):
         """Wall ghosts of one plane's box [a1, b1) x [a2, b2) along axes 1 and
-        2 (``slab``'s column k0 + k holds cell k)."""
+        2 (``slab``'s column k0 + k holds cell k): ghost = wa * edge + wb."""
         a, b = k0 + a2, k0 + b2
         for j in range(a1, b1):
             if not grow[4]:
-                slab[j, a - 1] = _mirrored(slab[j, a], wall, value)
+                slab[j, a - 1] = wa[4] * slab[j, a] + wb[4]
             if not grow[5]:
-                slab[j, b] = _mirrored(slab[j, b - 1], wall, value)
+                slab[j, b] = wa[5] * slab[j, b - 1] + wb[5]
         if not grow[2]:
-            _mirror(slab[a1 - 1, a:b], slab[a1, a:b], wall, value)
+            _mirror(slab[a1 - 1, a:b], slab[a1, a:b], wa[2], wb[2])
         if not grow[3]:
-            _mirror(slab[b1, a:b], slab[b1 - 1, a:b], wall, value)
+            _mirror(slab[b1, a:b], slab[b1 - 1, a:b], wa[3], wb[3])
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _faces3(ghost, edge, k0, a1, b1, a2, b2, wall, value):
-        """The ghost plane beyond an axis-0 wall, from the edge plane."""
+    def _plane_sums(slab, k0, i, a1, b1, lo, hi, acc, e2, e3, e4, e5):
+        """Plane i's edge cells at the walls of axes 1 and 2, among this
+        tile's rows [a1, b1), into their sums (owned planes and rows only)."""
+        if i < lo[0] or i >= hi[0]:
+            return
+        if acc[4] or acc[5]:
+            for j in range(max(a1, lo[1]), min(b1, hi[1])):
+                if acc[4]:
+                    e4[i, j] += slab[j, k0 + lo[2]]
+                if acc[5]:
+                    e5[i, j] += slab[j, k0 + hi[2] - 1]
+        if acc[2] and a1 <= lo[1] < b1:
+            _add(e2[i, lo[2]:hi[2]], slab[lo[1], k0 + lo[2]:k0 + hi[2]])
+        if acc[3] and a1 <= hi[1] - 1 < b1:
+            _add(e3[i, lo[2]:hi[2]], slab[hi[1] - 1, k0 + lo[2]:k0 + hi[2]])
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _faces3(ghost, edge, k0, a1, b1, a2, b2, ca, cb, lo, hi, add, total):
+        """The ghost plane beyond an axis-0 wall, from the edge plane; with
+        ``add``, the edge plane's owned cells of these rows into ``total``."""
         for j in range(a1, b1):
-            _mirror(ghost[j, k0 + a2:k0 + b2], edge[j, k0 + a2:k0 + b2], wall, value)
+            _mirror(ghost[j, k0 + a2:k0 + b2], edge[j, k0 + a2:k0 + b2], ca, cb)
+        if add:
+            for j in range(max(a1, lo[1]), min(b1, hi[1])):
+                _add(total[j, lo[2]:hi[2]], edge[j, k0 + lo[2]:k0 + hi[2]])
 
     @njit(cache=True, nogil=True, boundscheck=False)
     def _copy(dst, d, src, s, n):
@@ -241,7 +333,8 @@ if numba is not None:
             dst[d + k] = src[s + k]
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def _sweep3(src, dst, ring, kept, c, steps, lo, hi, grow, cuts, wall, value):
+    def _sweep3(src, dst, ring, kept, c, steps, lo, hi, grow, cuts, wa, wb, variable, f0, f1, f2, fq,
+                acc, e0, e1, e2, e3, e4, e5):
         """_sweep for 3-D blocks, in tiles of axis 1 (cut at ``cuts``) skewed
         by one row per level: tile t computes rows [cuts[t] + e, cuts[t + 1] + e)
         of the level e steps short of the last (the first and last tiles
@@ -257,12 +350,16 @@ if numba is not None:
         ``src`` and the last level writes ``dst`` in place; their next planes
         are prefetched while the others are computed.  Ghost planes beyond an
         axis-0 wall are mirrored just before the next level reads them, which
-        is why three slots suffice."""
+        is why three slots suffice.  ``variable``: the update reads the face
+        coefficients f0, f1, f2 and the source fq (padded blocks).  Walls
+        and their sums as in _sweep; a level's rows belong to one tile, and
+        tiles run in order, so each cell's sums take the levels in order."""
         n1, n2 = src.shape[1], src.shape[2]
         size = n1 * n2
         rr = ring.shape[3]
         plane = n1 * rr
         flat, flat_src, flat_dst, flat_kept = ring.reshape(-1), src.reshape(-1), dst.reshape(-1), kept.reshape(-1)
+        k0f, k1f, k2f, qf = f0.reshape(-1), f1.reshape(-1), f2.reshape(-1), fq.reshape(-1)
         first, last = _span(lo, hi, grow, 0, steps - 1)
         tiles = cuts.shape[0] - 1
         sides = grow.copy()
@@ -293,7 +390,8 @@ if numba is not None:
                     b1 = b1 if t == tiles - 1 else x1 + e
                     a2, b2 = _span(lo, hi, grow, 2, e)
                     if s == 1:                               # level 0 is src: its wall ghosts go there
-                        _walls3(src[i], 0, a1, b1, a2, b2, sides, wall, value)
+                        _walls3(src[i], 0, a1, b1, a2, b2, sides, wa, wb)
+                        _plane_sums(src[i], 0, i, a1, b1, lo, hi, acc, e2, e3, e4, e5)
                         u, ru, k0, bm, bc, bp = flat_src, n2, 0, (i - 1) * size, i * size, (i + 1) * size
                         below = src[i - 1:i + 2]
                         at = 1 - i % 3                       # below[(at + i) % 3] is plane i
@@ -306,21 +404,33 @@ if numba is not None:
                         below = ring[s - 2]
                         at = 0
                     if i == lo[0] and not grow[0]:
-                        _faces3(below[(at + i - 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wall, value)
+                        _faces3(below[(at + i - 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wa[0], wb[0],
+                                lo, hi, acc[0], e0)
                     if i == hi[0] - 1 and not grow[1]:
-                        _faces3(below[(at + i + 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wall, value)
+                        _faces3(below[(at + i + 1) % 3], below[(at + i) % 3], k0, a1, b1, a2, b2, wa[1], wb[1],
+                                lo, hi, acc[1], e1)
                     if s == steps:
-                        _plane(u, bm, bc, bp, ru, flat_dst, i * size, n2, a1, b1, a2, b2, c[0], c[1], c[2],
-                               flat_src, flat_dst, ahead, lines)
+                        if variable:
+                            _plane_variable(u, bm, bc, bp, ru, flat_dst, i * size, n2, a1, b1, a2, b2,
+                                            k0f, k1f, k2f, qf, i * size, n2, size, flat_src, flat_dst, ahead, lines)
+                        else:
+                            _plane(u, bm, bc, bp, ru, flat_dst, i * size, n2, a1, b1, a2, b2, c[0], c[1], c[2],
+                                   flat_src, flat_dst, ahead, lines)
                         continue
-                    # whole lines of the ring; level 1 stops at src's row end (reads stay inside src)
+                    # whole lines of the ring; level 1 stops at src's row end (reads stay inside src),
+                    # and so does every level of the variable update (its fields are src-sized)
                     a, b = a2 - a2 % 8, b2 + (-b2) % 8
-                    if s == 1:
+                    if s == 1 or variable:
                         b = min(b, n2 - 1)
                     out = (3 * (s - 1) + i % 3) * plane
-                    _plane(u, bm, bc, bp, ru, flat, out + RING_PAD, rr, a1, b1, a, b,
-                           c[0], c[1], c[2], flat_src, flat_dst, ahead, lines)
-                    _walls3(ring[s - 1, i % 3], RING_PAD, a1, b1, a2, b2, sides, wall, value)
+                    if variable:
+                        _plane_variable(u, bm, bc, bp, ru, flat, out + RING_PAD, rr, a1, b1, a, b,
+                                        k0f, k1f, k2f, qf, i * size, n2, size, flat_src, flat_dst, ahead, lines)
+                    else:
+                        _plane(u, bm, bc, bp, ru, flat, out + RING_PAD, rr, a1, b1, a, b,
+                               c[0], c[1], c[2], flat_src, flat_dst, ahead, lines)
+                    _walls3(ring[s - 1, i % 3], RING_PAD, a1, b1, a2, b2, sides, wa, wb)
+                    _plane_sums(ring[s - 1, i % 3], RING_PAD, i, a1, b1, lo, hi, acc, e2, e3, e4, e5)
                     keep = ((s - 1) * kept.shape[1] + i) * 2 * rr
                     if t > 0:                                # the tile before's last two rows
                         _copy(flat, out + (a1 - 2) * rr, flat_kept, keep, 2 * rr)
@@ -472,29 +582,33 @@ def _ring_row(n2) -> int:
     return (n2 + 2 * RING_PAD + 8) // 8 * 8
 
 
-def _tile_rows(padded_shape, steps, l2=None) -> int:
+def _tile_rows(padded_shape, steps, l2=None, fields=0) -> int:
     """Rows per 3-D tile: as many as keep a tile's working set, about
     (3 (steps - 1) + 6) rows of every tile row (three ring slots per
     intermediate level, the three input planes level 1 reads, and the input
-    and output lines passing through), within 60% of L2 (measured: more
-    than that and the sweep slows sharply); at least ``steps``."""
+    and output lines passing through), and (steps + 1) rows of each of
+    ``fields`` coefficient fields, within 60% of L2 (measured: more than
+    that and the sweep slows sharply); at least ``steps``."""
     if TILE_ROWS:
         return max(TILE_ROWS, steps)
     row = 8 * _ring_row(padded_shape[2])
     budget = 0.6 * (l2 or l2_bytes())
-    return max(steps, int(budget // ((3 * steps + 3) * row)) - 2)
+    return max(steps, int(budget // ((3 * steps + 3 + fields * (steps + 1)) * row)) - 2)
 
 
-def heat_block(padded_shape, l2=None) -> int:
+def heat_block(padded_shape, fields=0, l2=None) -> int:
     """Steps per sweep, at most 8, from the L2 size.  2-D: as many as keep
-    every level's ring of four rows within 3/4 of L2.  3-D: the most that
-    still leave tiles (_tile_rows) of at least twice as many rows as steps,
-    so that the steps are not bought with thin tiles."""
+    every level's ring of four rows and a row of each of ``fields``
+    coefficient fields within 3/4 of L2 (rows as wide as a strip, with
+    fields).  3-D: the most that still leave
+    tiles (_tile_rows) of at least twice as many rows as steps, so that the
+    steps are not bought with thin tiles."""
     l2 = l2 or l2_bytes()
     if len(padded_shape) == 2:
-        return max(1, min(8, 1 + int(0.75 * l2) // (4 * 8 * padded_shape[-1])))
+        columns = min(padded_shape[-1], _strip_columns(fields, l2) or padded_shape[-1])
+        return max(1, min(8, 1 + int(0.75 * l2) // ((4 + fields) * 8 * columns)))
     for steps in range(8, 1, -1):
-        if _tile_rows(padded_shape, steps, l2) >= 2 * steps:
+        if _tile_rows(padded_shape, steps, l2, fields) >= 2 * steps:
             return steps
     return 1
 
@@ -532,28 +646,84 @@ def _ring(shape, steps):
     return ring
 
 
-def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
+STRIP_COLUMNS = None      # 2-D variable coefficients: columns per strip (None: from the L2 size; 0: whole rows)
+
+
+def _strip_columns(fields, l2=None) -> int:
+    """Columns per 2-D strip with ``fields`` coefficient fields (0: whole
+    rows): as many as keep what eight levels touch at one sweep position,
+    four ring rows and a row of each field per level, within 3/4 of L2."""
+    if not fields:
+        return 0
+    if STRIP_COLUMNS is not None:
+        return STRIP_COLUMNS
+    return max(256, int(0.75 * (l2 or l2_bytes())) // (8 * (4 + fields) * 8))
+
+
+def _strips(lo, hi, grow, acc, steps, width):
+    """A 2-D box as strips of at most ``width`` columns (near-equal, none
+    narrower than ``steps``, so none reaches past a wall), each swept on its
+    own so that every level's rows of u and of the coefficient fields stay
+    in L2; they grow into each other at the intermediate levels like any box
+    whose side faces owned cells (recomputing steps - 1 columns there; the
+    results are the same bits)."""
+    n = min(-(-(hi[1] - lo[1]) // width), (hi[1] - lo[1]) // steps) if width else 1
+    if n <= 1:
+        yield lo, hi, grow, acc
+        return
+    cuts = [lo[1] + (hi[1] - lo[1]) * k // n for k in range(n + 1)]
+    for k in range(n):
+        slo, shi, sgrow, sacc = lo.copy(), hi.copy(), grow.copy(), acc.copy()
+        slo[1], shi[1] = cuts[k], cuts[k + 1]
+        if k > 0:
+            sgrow[2], sacc[2] = True, False
+        if k < n - 1:
+            sgrow[3], sacc[3] = True, False
+        yield slo, shi, sgrow, sacc
+
+
+_NONE: dict = {}
+
+
+def _none(ndim):
+    """A placeholder array of ``ndim`` dimensions for an argument not used."""
+    if ndim not in _NONE:
+        _NONE[ndim] = np.zeros((1,) * ndim)
+    return _NONE[ndim]
+
+
+def heat_fused(src, dst, stencil, steps, lo, hi, grow):
     """Same contract as numpy_.heat_fused, in wavefront sweeps.  A 3-D box is
     swept in skewed tiles of axis 1 (see _sweep3), at least as wide as the
     steps taken (a short last tile joins the one before), so no tile's level
-    is empty and none reaches past a wall."""
+    is empty and none reaches past a wall.  Constant or variable
+    coefficients are chosen once per sweep."""
     if any(h <= l for l, h in zip(lo, hi)):
         return
+    ndim = src.ndim
     ring = _ring(src.shape, steps)
-    c = np.asarray(coeffs, dtype=np.float64)
-    wall_kind, value = (0 if wall == "dirichlet" else 1), float(value)
+    variable = stencil.faces is not None
+    c = np.zeros(ndim) if variable else np.asarray(stencil.coeffs, dtype=np.float64)
+    wa = np.array([w[0] for w in stencil.walls], dtype=np.float64)
+    wb = np.array([w[1] for w in stencil.walls], dtype=np.float64)
+    sums = tuple(stencil.sums) + (None,) * (2 * ndim - len(stencil.sums))
+    acc = np.array([not grow[k] and sums[k] is not None for k in range(2 * ndim)], dtype=np.bool_)
+    totals = [sums[k] if acc[k] else _none(ndim - 1) for k in range(2 * ndim)]
+    fields = list(stencil.faces) + [stencil.source] if variable else [_none(ndim)] * (ndim + 1)
     lo, hi, grow = (np.asarray(x, dtype=np.int64) for x in (lo, hi, grow))
     grow = grow.astype(np.bool_)
-    if src.ndim == 2:
-        _sweep(src, dst, ring, c, steps, lo, hi, grow, wall_kind, value)
+    if ndim == 2:
+        for slo, shi, sgrow, sacc in _strips(lo, hi, grow, acc, steps, _strip_columns(ndim + 1 if variable else 0)):
+            _sweep(src, dst, ring, c, steps, slo, shi, sgrow, wa, wb, variable, *fields, sacc, *totals)
         return
-    width = _tile_rows(src.shape, steps)
+    width = _tile_rows(src.shape, steps, fields=ndim + 1 if variable else 0)
     cuts = list(range(lo[1], hi[1], width))
     if len(cuts) > 1 and hi[1] - cuts[-1] < max(width // 2, steps):
         cuts.pop()
     cuts.append(hi[1])
     kept = _kept(src.shape, steps, ring.shape[3])
-    _sweep3(src, dst, ring, kept, c, steps, lo, hi, grow, np.asarray(cuts, dtype=np.int64), wall_kind, value)
+    _sweep3(src, dst, ring, kept, c, steps, lo, hi, grow, np.asarray(cuts, dtype=np.int64), wa, wb, variable,
+            *fields, acc, *totals)
 
 
 def _columns(x):

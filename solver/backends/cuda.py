@@ -346,7 +346,7 @@ box_stats, all_finite, box_error = device.reductions(_reduce)     # same contrac
 
 # ----------------------------------------------------------------------------
 # heat
-def heat_block(padded_shape) -> int:
+def heat_block(padded_shape, fields=0) -> int:
     """Steps per halo exchange: each level is one kernel launch over the
     whole box (no reuse from cache), so fusing saves messages only; two."""
     return 2
@@ -359,18 +359,30 @@ def _launch_box(kernel, lo, hi, *args):
     kernel(*args, block=block, grid=grid, stream=_compute())
 
 
-def _walls(prg, buf, shape, lo, hi, grow, dirichlet, value):
+def _face_launch(cb, ca):
+    block = (min(128, cb), 1, 1)
+    return {"block": block, "grid": (-(-cb // block[0]), ca), "stream": _compute()}
+
+
+def _walls(prg, buf, shape, lo, hi, grow, walls):
     """Ghost layers beyond the wall sides of the box [lo, hi) (see device.wall_faces)."""
-    for start, sa, ca, sb, cb, toward in device.wall_faces(shape, lo, hi, grow):
-        block = (min(128, cb), 1, 1)
-        prg.heat_wall(buf, *map(np.int64, (start, sa, ca, sb, cb, toward)), np.int32(dirichlet), np.float64(value),
-                      block=block, grid=(-(-cb // block[0]), ca), stream=_compute())
+    for k, start, sa, ca, sb, cb, toward, *_ in device.wall_faces(shape, lo, hi, grow):
+        prg.heat_wall(buf, *map(np.int64, (start, sa, ca, sb, cb, toward)), *map(np.float64, walls[k]),
+                      **_face_launch(cb, ca))
+
+
+def _edge_sums(prg, buf, shape, lo, hi, grow, sums):
+    """Each wall's sums += its edge cells of the box [lo, hi)."""
+    for k, start, sa, ca, sb, cb, toward, at, fa, fb in device.wall_faces(shape, lo, hi, grow):
+        if sums[k] is not None:
+            prg.heat_edge_sum(buf, *map(np.int64, (start + toward, sa, ca, sb, cb)), sums[k].buffer,
+                              *map(np.int64, (at, fa, fb)), **_face_launch(cb, ca))
 
 
 _levels: dict = {}
 
 
-def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
+def heat_fused(src, dst, stencil, steps, lo, hi, grow):
     """Same contract as numpy_.heat_fused (see the opencl backend: the same
     launches, intermediate levels in two scratch blocks)."""
     ndim = len(lo)
@@ -382,13 +394,19 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         if len(_levels) > 4:
             _levels.clear()
         _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
-    c = [np.float64(x) for x in coeffs]
+    if stencil.faces is None:
+        kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
+        extra = [np.float64(x) for x in stencil.coeffs]
+    else:
+        kernel = prg.heat_step_var_2d if ndim == 2 else prg.heat_step_var_3d
+        extra = [k.buffer for k in stencil.faces] + [stencil.source.buffer]
+    sums = tuple(stencil.sums) + (None,) * (2 * ndim - len(stencil.sums))
     cur = src
     for s, blo, bhi in device.levels(lo, hi, grow, steps):
-        _walls(prg, cur.buffer, shape, blo, bhi, grow, wall == "dirichlet", value)
+        _walls(prg, cur.buffer, shape, blo, bhi, grow, stencil.walls)
+        _edge_sums(prg, cur.buffer, shape, lo, hi, grow, sums)
         out = dst if s == steps else _levels[shape][s % 2]
-        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + c
-        kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
+        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + extra
         _launch_box(kernel, blo, bhi, cur.buffer, out.buffer, *args)
         cur = out
 

@@ -57,21 +57,29 @@ def levels(lo, hi, grow, steps):
 
 def wall_faces(shape, lo, hi, grow):
     """The ghost faces beyond the wall sides of the box [lo, hi), in the
-    reference's order: (first ghost, stride and count along the face's
-    first axis (count 1 in 2-D), stride and count along its last axis, the
-    stride from a ghost to its edge cell), as the heat_wall kernel takes them."""
+    reference's order: (side index 2 axis + side, first ghost, stride and
+    count along the face's first axis (count 1 in 2-D), stride and count
+    along its last axis, the stride from a ghost to its edge cell), as the
+    heat_wall kernel takes them; then where the face's first cell lies in
+    the wall's sums (the padded block without the axis) and the sums'
+    strides along the same two axes."""
     ndim = len(shape)
     strides = [math.prod(shape[a + 1:]) for a in range(ndim)]
     for a in range(ndim):
         others = [b for b in range(ndim) if b != a]
         counts = [hi[b] - lo[b] for b in others]
+        face = [shape[b] for b in others]
+        face_strides = [math.prod(face[k + 1:]) for k in range(len(face))]
         for side in (0, 1):
             if grow[2 * a + side] or min(counts) <= 0:
                 continue
             ghost = lo[a] - 1 if side == 0 else hi[a]
             start = ghost * strides[a] + sum(lo[b] * strides[b] for b in others)
             sa, ca = (strides[others[0]], counts[0]) if ndim == 3 else (0, 1)
-            yield start, sa, ca, strides[others[-1]], counts[-1], strides[a] if side == 0 else -strides[a]
+            at = sum(lo[b] * fs for b, fs in zip(others, face_strides))
+            fa = face_strides[0] if ndim == 3 else 0
+            yield (2 * a + side, start, sa, ca, strides[others[-1]], counts[-1],
+                   strides[a] if side == 0 else -strides[a], at, fa, face_strides[-1])
 
 
 def reductions(reduce):

@@ -81,19 +81,20 @@ def _buffers(shape, dtype):
     return _scratch[key]
 
 
-def heat_block(padded_shape) -> int:
+def heat_block(padded_shape, fields=0) -> int:
     """Steps per halo exchange: one (array expressions gain nothing from fusing)."""
     return 1
 
 
-def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
+def heat_fused(src, dst, stencil, steps, lo, hi, grow):
     """``steps`` FTCS steps for the box [lo, hi) (padded indices) of ``dst``.
 
     ``grow[2a + side]``: ``src`` holds valid values ``steps`` cells beyond that
     side of the box (owned cells or a received halo), so intermediate levels
     cover a box that shrinks by one cell per step; otherwise that side is a
-    physical wall (``wall`` "dirichlet" or "neumann", boundary ``value``) whose
-    ghost layer is rebuilt from each level's edge cells.  ``src`` keeps its
+    physical wall whose ghost layer is rebuilt from each level's edge cells
+    (``stencil.walls``), and whose edge cells of each level but the last are
+    added to ``stencil.sums`` over the box's own extent.  ``src`` keeps its
     values except for those wall ghosts."""
     ndim = len(lo)
     if any(h <= l for l, h in zip(lo, hi)):
@@ -103,27 +104,44 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         e = steps - s
         blo = [lo[a] - (e if grow[2 * a] else 0) for a in range(ndim)]
         bhi = [hi[a] + (e if grow[2 * a + 1] else 0) for a in range(ndim)]
-        _walls(cur, blo, bhi, grow, wall, value)
+        _walls(cur, blo, bhi, grow, stencil.walls)
+        _edge_sums(cur, lo, hi, grow, stencil.sums)
         out = dst if s == steps else np.empty_like(src)
-        heat_update(cur, out, coeffs, [x - 1 for x in blo], [x - 1 for x in bhi])
+        if stencil.variable:
+            heat_update_variable(cur, out, stencil.faces, stencil.source, [x - 1 for x in blo], [x - 1 for x in bhi])
+        else:
+            heat_update(cur, out, stencil.coeffs, [x - 1 for x in blo], [x - 1 for x in bhi])
         cur = out
 
 
-def _walls(u, lo, hi, grow, wall, value):
-    """Ghosts beyond the wall sides of the box [lo, hi): (ghost + edge) / 2 =
-    value for Dirichlet, ghost = edge for Neumann (zero flux)."""
+def _wall_sides(lo, hi, grow):
+    """(side index, axis, ghost index, edge index) of each wall side of the box [lo, hi)."""
     for a in range(len(lo)):
         for side, ghost, edge in ((0, lo[a] - 1, lo[a]), (1, hi[a], hi[a] - 1)):
-            if grow[2 * a + side]:
-                continue
+            if not grow[2 * a + side]:
+                yield 2 * a + side, a, ghost, edge
+
+
+def _walls(u, lo, hi, grow, walls):
+    """Ghosts beyond the wall sides of the box [lo, hi): ghost = a * edge + b
+    (Dirichlet a = -1, b = 2 value: (ghost + edge) / 2 = value; insulated
+    Neumann a = 1, b = 0; see models/heat/operator.py)."""
+    for k, a, ghost, edge in _wall_sides(lo, hi, grow):
+        at = [slice(l, h) for l, h in zip(lo, hi)]
+        at[a] = ghost
+        g = tuple(at)
+        at[a] = edge
+        ca, cb = walls[k]
+        u[g] = ca * u[tuple(at)] + cb
+
+
+def _edge_sums(u, lo, hi, grow, sums):
+    """sums[side] += the edge cells of the box [lo, hi) on that wall side."""
+    for k, a, _, edge in _wall_sides(lo, hi, grow):
+        if k < len(sums) and sums[k] is not None:
             at = [slice(l, h) for l, h in zip(lo, hi)]
-            at[a] = ghost
-            g = tuple(at)
             at[a] = edge
-            if wall == "dirichlet":
-                u[g] = 2.0 * value - u[tuple(at)]
-            else:
-                u[g] = u[tuple(at)]
+            sums[k][tuple(s for b, s in enumerate(at) if b != a)] += u[tuple(at)]
 
 
 def heat_update(src, dst, coeffs, lo, hi):
@@ -149,6 +167,31 @@ def heat_update(src, dst, coeffs, lo, hi):
         out *= c
         if d > 0:
             acc += term
+    acc += u
+
+
+def heat_update_variable(src, dst, faces, source, lo, hi):
+    """dst = ((sum_d (K_d[i] (u[i-1] - u) + K_d[i+1] (u[i+1] - u))) + s) + u on
+    interior cells [lo, hi) (indices as heat_update's), the order of
+    HeatStencil's formula, which every backend keeps."""
+    if any(h <= l for l, h in zip(lo, hi)):
+        return
+    centre = tuple(slice(l + 1, h + 1) for l, h in zip(lo, hi))
+    u = src[centre]
+    acc = dst[centre]
+    term, part = _buffers(u.shape, u.dtype)
+    for d, k in enumerate(faces):
+        minus = centre[:d] + (slice(lo[d], hi[d]),) + centre[d + 1:]
+        plus = centre[:d] + (slice(lo[d] + 2, hi[d] + 2),) + centre[d + 1:]
+        out = acc if d == 0 else term
+        np.subtract(src[minus], u, out=out)
+        out *= k[centre]
+        np.subtract(src[plus], u, out=part)
+        part *= k[plus]
+        out += part
+        if d > 0:
+            acc += term
+    acc += source[centre]
     acc += u
 
 

@@ -233,7 +233,7 @@ box_stats, all_finite, box_error = device.reductions(_reduce)     # same contrac
 
 # ----------------------------------------------------------------------------
 # heat
-def heat_block(padded_shape) -> int:
+def heat_block(padded_shape, fields=0) -> int:
     """Steps per halo exchange: one kernel launch per step and level, so
     fusing buys fewer messages, not less memory traffic; two."""
     return 2
@@ -250,22 +250,35 @@ def _launch_box(kernel, queue, lo, hi, *args):
     kernel(queue, [_round_up(s, g) for s, g in zip(sizes, local)], local, *args)
 
 
-def _walls(prg, queue, buf, shape, lo, hi, grow, dirichlet, value):
+def _face_launch(cb, ca):
+    local = (min(64, _round_up(cb, 8)), 1)
+    return (_round_up(cb, local[0]), ca), local
+
+
+def _walls(prg, queue, buf, shape, lo, hi, grow, walls):
     """Ghost layers beyond the wall sides of the box [lo, hi) (see device.wall_faces)."""
-    for start, sa, ca, sb, cb, toward in device.wall_faces(shape, lo, hi, grow):
-        local = (min(64, _round_up(cb, 8)), 1)
-        prg.heat_wall(queue, (_round_up(cb, local[0]), ca), local, buf, *map(np.int64, (start, sa, ca, sb, cb, toward)),
-                      np.int32(dirichlet), np.float64(value))
+    for k, start, sa, ca, sb, cb, toward, *_ in device.wall_faces(shape, lo, hi, grow):
+        prg.heat_wall(queue, *_face_launch(cb, ca), buf, *map(np.int64, (start, sa, ca, sb, cb, toward)),
+                      *map(np.float64, walls[k]))
+
+
+def _edge_sums(prg, queue, buf, shape, lo, hi, grow, sums):
+    """Each wall's sums += its edge cells of the box [lo, hi)."""
+    for k, start, sa, ca, sb, cb, toward, at, fa, fb in device.wall_faces(shape, lo, hi, grow):
+        if sums[k] is not None:
+            prg.heat_edge_sum(queue, *_face_launch(cb, ca), buf, *map(np.int64, (start + toward, sa, ca, sb, cb)),
+                              sums[k].buffer, *map(np.int64, (at, fa, fb)))
 
 
 _levels: dict = {}          # two scratch blocks per block shape for the intermediate levels
 
 
-def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
-    """Same contract as numpy_.heat_fused, one kernel launch per level, all
-    queued (this returns before the device has finished).  Intermediate
-    levels go to two scratch blocks, never to ``dst``, whose other boxes
-    may already hold final values."""
+def heat_fused(src, dst, stencil, steps, lo, hi, grow):
+    """Same contract as numpy_.heat_fused, one kernel launch per level (and
+    one per wall face for its ghosts and for its sums), all queued (this
+    returns before the device has finished).  Intermediate levels go to two
+    scratch blocks, never to ``dst``, whose other boxes may already hold
+    final values."""
     ndim = len(lo)
     if any(h <= l for l, h in zip(lo, hi)):
         return
@@ -275,13 +288,19 @@ def heat_fused(src, dst, coeffs, steps, lo, hi, grow, wall, value):
         if len(_levels) > 4:
             _levels.clear()
         _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
-    c = [np.float64(x) for x in coeffs]
+    if stencil.faces is None:
+        kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
+        extra = [np.float64(x) for x in stencil.coeffs]
+    else:
+        kernel = prg.heat_step_var_2d if ndim == 2 else prg.heat_step_var_3d
+        extra = [k.buffer for k in stencil.faces] + [stencil.source.buffer]
+    sums = tuple(stencil.sums) + (None,) * (2 * ndim - len(stencil.sums))
     cur = src
     for s, blo, bhi in device.levels(lo, hi, grow, steps):
-        _walls(prg, queue, cur.buffer, shape, blo, bhi, grow, wall == "dirichlet", value)
+        _walls(prg, queue, cur.buffer, shape, blo, bhi, grow, stencil.walls)
+        _edge_sums(prg, queue, cur.buffer, shape, lo, hi, grow, sums)
         out = dst if s == steps else _levels[shape][s % 2]
-        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + c
-        kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d
+        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + extra
         _launch_box(kernel, queue, blo, bhi, cur.buffer, out.buffer, *args)
         cur = out
 

@@ -75,6 +75,48 @@ def devito_heat(u0: np.ndarray, coeffs, steps: int, repeats: int):
     return times[1:], np.array(u.data[steps % 2])
 
 
+def devito_heat_variable(u0: np.ndarray, faces, source, width: int, steps: int, repeats: int):
+    """Devito's FTCS with the variable-coefficient operator on the same grid,
+    start and data, float64, one thread: D and Q enter as Devito Functions
+    holding the same face coefficients (dt / h^2 x the harmonic mean of D,
+    one Function per axis, read at a cell and at its upper neighbour) and
+    dt Q, the numbers our kernels read; ``faces`` and ``source`` are our
+    padded host arrays (``width`` ghost layers).  Walls are Devito's fixed
+    zero ghosts, as in devito_heat.  Returns (seconds per run, final field)."""
+    os.environ.setdefault("DEVITO_LOGGING", "ERROR")
+    from devito import Eq, Function, Grid, Operator, TimeFunction, configuration
+    configuration["language"] = "C"
+    configuration["log-level"] = "ERROR"
+    grid = Grid(shape=u0.shape, extent=tuple(float(n - 1) for n in u0.shape), dtype=np.float64)
+    u = TimeFunction(name="u", grid=grid, space_order=2)
+    ks = [Function(name=f"k{d}", grid=grid, space_order=2) for d in range(u0.ndim)]
+    q = Function(name="q", grid=grid, space_order=0)
+    for k, host in zip(ks, faces):
+        halo = k.halo[0][0]
+        padded = np.zeros(tuple(n + 2 * max(halo, width) for n in u0.shape))
+        at = max(halo, width) - width
+        padded[tuple(slice(at, at + n) for n in host.shape)] = host
+        k.data_with_halo[:] = padded[tuple(slice(max(halo, width) - halo, max(halo, width) + n + halo)
+                                           for n in u0.shape)]
+    q.data[:] = source[tuple(slice(width, width + n) for n in u0.shape)]
+    t, dims = grid.stepping_dim, grid.dimensions
+    here = tuple(dims)
+    update = 0
+    for d, (k, dim) in enumerate(zip(ks, dims)):
+        below = here[:d] + (dim - 1,) + here[d + 1:]
+        above = here[:d] + (dim + 1,) + here[d + 1:]
+        update += k[here] * (u[(t,) + below] - u[(t,) + here]) + k[above] * (u[(t,) + above] - u[(t,) + here])
+    op = Operator(Eq(u[(t + 1,) + here], u[(t,) + here] + update + q[here]))
+    times = []
+    for _ in range(repeats + 1):                 # the first call compiles
+        u.data[:] = 0.0
+        u.data[0] = u0
+        t0 = time.perf_counter()
+        op.apply(time_M=steps - 1)
+        times.append(time.perf_counter() - t0)
+    return times[1:], np.array(u.data[steps % 2])
+
+
 def rebound_basic(x, v, m, G, softening, dt, steps: int, repeats: int):
     """REBOUND's ``basic`` gravity (all N^2 ordered pairs, one thread) with its
     leapfrog, on the same bodies.  Returns seconds per run of ``steps``."""

@@ -79,7 +79,7 @@ class Decomposition:
     global_shape: tuple[int, ...]
     dims: tuple[int, ...]
     coords: tuple[int, ...]
-    periodic: bool
+    periodic: bool | tuple           # every axis, or one flag per axis
     offset: tuple[int, ...]          # global index of this block's first cell
     local_shape: tuple[int, ...]
     neighbors: tuple[tuple[int, int], ...]   # (low, high) rank per axis; MPI.PROC_NULL at a wall
@@ -92,14 +92,24 @@ class Decomposition:
     def global_slices(self) -> tuple[slice, ...]:
         return tuple(slice(o, o + n) for o, n in zip(self.offset, self.local_shape))
 
+    @property
+    def periods(self) -> tuple[bool, ...]:
+        """Whether each axis is periodic."""
+        if isinstance(self.periodic, (tuple, list)):
+            return tuple(bool(p) for p in self.periodic)
+        return (bool(self.periodic),) * self.ndim
+
     def at_wall(self, axis: int, side: int) -> bool:
         return self.neighbors[axis][side] == MPI.PROC_NULL
 
 
-def decompose(comm, shape, periodic: bool) -> Decomposition:
+def decompose(comm, shape, periodic) -> Decomposition:
+    """``periodic``: one flag for every axis, or a sequence of one per axis."""
     shape = tuple(int(n) for n in shape)
     dims = choose_dims(comm.size, shape)
-    cart = comm.Create_cart(dims, periods=[periodic] * len(shape), reorder=False)
+    periods = [bool(p) for p in periodic] if isinstance(periodic, (tuple, list)) else [bool(periodic)] * len(shape)
+    periodic = tuple(periods) if isinstance(periodic, (tuple, list)) else bool(periodic)
+    cart = comm.Create_cart(dims, periods=periods, reorder=False)
     coords = tuple(cart.Get_coords(cart.rank))
     offset, local = zip(*(block_range(n, p, c) for n, p, c in zip(shape, dims, coords)))
     neighbors = tuple(tuple(cart.Shift(d, 1)) for d in range(len(shape)))

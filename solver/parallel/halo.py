@@ -34,10 +34,10 @@ def _region(n, width, direction, ghost):
 def _neighbour(decomp, direction):
     """Rank of the block at ``direction`` from this one, or PROC_NULL past a wall."""
     coords = []
-    for c, d, dims in zip(decomp.coords, direction, decomp.dims):
+    for c, d, dims, periodic in zip(decomp.coords, direction, decomp.dims, decomp.periods):
         c += d
         if not 0 <= c < dims:
-            if not decomp.periodic:
+            if not periodic:
                 return MPI.PROC_NULL
             c %= dims
         coords.append(c)

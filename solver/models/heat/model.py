@@ -1,34 +1,42 @@
-"""Heat diffusion du/dt = D laplace(u) on a Cartesian grid: explicit FTCS,
-second order in space, first order in time (dt ~ h^2 keeps it second order
-overall), with Dirichlet, Neumann or periodic walls."""
+"""Heat diffusion du/dt = div(D grad u) + Q on a Cartesian grid: explicit
+FTCS, second order in space, first order in time (dt ~ h^2 keeps it second
+order overall), with a Dirichlet, Neumann, Robin or periodic condition per
+face.  The operator (face coefficients, sources, wall terms) is built once
+by ``operator.py``; D and Q are numbers or cell fields read per rank by
+``io/fields.py``."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 
-from ...config import MAX_VALUE, ConfigError
+from ...config import MAX_VALUE, SCALES, ConfigError
+from ...io import fields
 from ...io.blocks import Dataset, read_blocks
-from ...io.inputs import Want, check_blocks, inspect
 from ...parallel.cart import decompose
 from ...parallel.halo import HaloExchange
 from ...parallel.mpi import MPI, all_ranks, check_memory
 from ..clock import Clock, Clocked, check_dt, fit_end, timed
 from . import initial as ic
+from . import operator
 
 
-def stability_limit(heat) -> float:
-    """Largest stable FTCS time step: dt <= 1 / (2 D sum_d 1/h_d^2)."""
-    return 1.0 / (2.0 * heat.diffusivity * sum(1.0 / h ** 2 for h in heat.spacing))
+def stability_limit(heat, largest=None) -> float:
+    """Largest stable FTCS time step: dt <= 1 / (2 D sum_d 1/h_d^2), with the
+    largest D of the domain (``largest``, for a field)."""
+    D = heat.diffusivity if largest is None else largest
+    return 1.0 / (2.0 * D * sum(1.0 / h ** 2 for h in heat.spacing))
 
 
-def resolve_time(settings, restart=None):
+def resolve_time(settings, restart=None, largest=None):
     """(dt, end step) for heat; ConfigError for an unstable or unusable dt.
     A restart keeps the checkpoint's dt unless the config sets one explicitly,
-    and that stored dt is checked like any other input."""
+    and that stored dt is checked like any other input.  ``largest``: the
+    largest value of a D field."""
     heat, t = settings.heat, settings.time
     try:
-        limit = stability_limit(heat)
+        limit = stability_limit(heat, largest)
     except (ZeroDivisionError, OverflowError):
         limit = float("nan")
     check_dt(limit, "allowed by the stability limit of this grid and diffusivity")
@@ -49,13 +57,10 @@ def resolve_time(settings, restart=None):
     return check_dt(dt, "fitted to time.t_end"), end
 
 
-def read_field(path, comm, shape, where) -> np.ndarray:
-    """This rank's block ``where`` of ``/heat/u`` from a checkpoint file of
-    ``shape`` (a start field), as float64, checked against its checksum."""
-    info = inspect(path, comm, "heat.file", {"heat/u": Want(tuple(shape))})
-    block = read_blocks(path, comm, [("heat/u", where)])[0]
-    check_blocks(info, comm, "heat.file", [("heat/u", where, block)])
-    return block.astype(np.float64)
+def read_field(spec, comm, shape, where, what="heat.file") -> np.ndarray:
+    """This rank's block ``where`` of a field (one of our checkpoints, any
+    HDF5 dataset or a .npy file; see io/fields.py), as float64."""
+    return fields.read(spec, comm, shape, where, what)
 
 
 def split_boxes(local_shape, width, inner):
@@ -136,17 +141,28 @@ class HeatModel(Clocked):
         self.settings, self.heat, self.backend = settings, settings.heat, backend
         self.restart = restart
         self.clock = Clock()
-        self.clock.dt, self.end_step = resolve_time(settings, restart)
-        self.decomp = decompose(comm, self.heat.shape, self.heat.boundary == "periodic")
+        h = self.heat
+        if not isinstance(h.diffusivity, str):
+            self.clock.dt, self.end_step = resolve_time(settings, restart)
+        self.decomp = decompose(comm, h.shape, h.periods)
         self.comm = self.decomp.comm
         n = self.decomp.local_shape
-        self.coeffs = tuple(self.heat.diffusivity * self.dt / h ** 2 for h in self.heat.spacing)
         self.block = self._steps_per_exchange()
         g = self.block                       # ghost layers: one per step taken between exchanges
         padded = tuple(k + 2 * g for k in n)
-        check_memory(self.comm, self.ARRAYS * 8 * math.prod(padded),
-                     f"heat {'x'.join(map(str, self.heat.shape))} on {self.comm.size} "
+        arrays = self.ARRAYS + (0 if h.constant else h.ndim + 3)   # face coefficients, source, D and Q
+        check_memory(self.comm, arrays * 8 * math.prod(padded),
+                     f"heat {'x'.join(map(str, h.shape))} on {self.comm.size} "
                      f"rank{'s' if self.comm.size > 1 else ''}")
+        D, Q = self._read_fields()
+        if isinstance(h.diffusivity, str):
+            largest = self.comm.allreduce(float(D.max()), op=MPI.MAX)
+            self.clock.dt, self.end_step = resolve_time(settings, restart, largest)
+        self.explicit = operator.explicit(h, self.decomp, g, self.dt, D, Q)
+        del D, Q
+        self.coeffs = self.explicit.stencil.coeffs     # the constant scheme's c_d (None for variable D or Q)
+        self.stencil = self._upload(self.explicit.stencil)       # what the backend applies, in its memory
+        self.explicit.stencil = None                             # (the host copies are not needed again)
         self._u = backend.zeros(padded)
         self._next = backend.zeros(padded)
         self.halo = HaloExchange(self.decomp, np.float64, backend, width=g)
@@ -156,6 +172,52 @@ class HeatModel(Clocked):
         self._mode = None        # the sine start's shape (in the backend's memory), for the error diagnostic
         self._lent = None        # the state buffer a checkpoint writer is reading
         self._spare = None
+        self._summed = 0         # steps whose wall edges the stencil's sums hold
+        self._heat_in = 0.0      # this rank's share of the heat added since step 0 (sources, walls)
+        self._heat_start = None  # the total heat at step 0 of the run's history
+
+    def _read_fields(self):
+        """This block's cells of the D and Q fields (None for numbers), checked
+        on every rank; a restart checks them against the checkpoint's digests."""
+        h, d = self.heat, self.decomp
+        out, self._digests = [], {}
+        for key, spec, positive, largest in (("diffusivity", h.diffusivity, True, SCALES[1]),
+                                             ("source", h.source, False, MAX_VALUE)):
+            if not isinstance(spec, str):
+                out.append(None)
+                continue
+            what = f"heat.{key}"
+            local = read_field(spec, self.comm, h.shape, d.global_slices, what)
+            fields.check_values(self.comm, local, what, spec, positive=positive, largest=largest)
+            if positive and not all_ranks(self.comm, bool((local >= SCALES[0]).all())):
+                raise ConfigError(f"{what}: {fields.describe(spec)} holds values below {SCALES[0]:g}, where the "
+                                  f"arithmetic of the solver would underflow; rescale the problem's units")
+            self._digests[key] = {"file": spec, "digest": fields.digest(self.comm, local, d.offset, h.shape)}
+            out.append(local)
+        if self.restart is not None and self._digests:
+            stored = json.loads(str(self.restart.attrs.get("heat_fields", "{}")) or "{}")
+            for key, now in self._digests.items():
+                if stored.get(key, {}).get("digest") != now["digest"]:
+                    raise ConfigError(f"--restart: heat.{key}: {fields.describe(now['file'])} is not the field "
+                                      f"{self.restart.path} was computed with (its values have changed); a restart "
+                                      f"cannot change it")
+        return out
+
+    def _upload(self, stencil):
+        """The stencil with its arrays in the backend's memory, and the wall sums."""
+        from ...backends import HeatStencil
+        up = self.backend.from_host
+        sums = [None] * (2 * self.heat.ndim)
+        for wall in self.explicit.walls:
+            if wall.edge_enters:
+                sums[wall.index] = self._zero_sums(wall.axis)
+        return HeatStencil(coeffs=stencil.coeffs, walls=stencil.walls, sums=tuple(sums),
+                           faces=None if stencil.faces is None else tuple(up(k) for k in stencil.faces),
+                           source=None if stencil.source is None else up(stencil.source))
+
+    def _zero_sums(self, axis):
+        g = self.block
+        return self.backend.zeros(tuple(k + 2 * g for a, k in enumerate(self.decomp.local_shape) if a != axis))
 
     # --- state -------------------------------------------------------------
     def set_initial(self):
@@ -166,7 +228,7 @@ class HeatModel(Clocked):
             source = f"--restart: {self.restart.path}"
         elif self.heat.initial == "file":
             local = read_field(self.heat.file, self.comm, self.heat.shape, self.decomp.global_slices)
-            source = f"heat.file: {self.heat.file}"
+            source = f"heat.file: {fields.describe(self.heat.file)}"
         else:
             local = ic.heat_initial(self.heat, self.decomp.offset, self.decomp.local_shape)
             source = f"heat.initial: the {self.heat.initial!r} start"
@@ -177,10 +239,17 @@ class HeatModel(Clocked):
             raise ConfigError(f"{source} holds values that are not finite or exceed {MAX_VALUE:g} in magnitude{hint}")
         self.set_local(local)
         with np.errstate(all="ignore"):                 # the diagnostics' total heat, summed the same way
-            heat = self.comm.allreduce(float(np.sum(local)), op=MPI.SUM) * math.prod(self.heat.spacing)
+            heat = self.comm.allreduce(self.backend.box_stats(self._u, self._inner)[0], op=MPI.SUM)
+            heat *= math.prod(self.heat.spacing)
         if not math.isfinite(heat):
             raise ConfigError(f"the total heat of the start overflows ({heat}): heat.extent and the field values "
                               f"together exceed double precision; rescale the problem's units")
+        balance = self.restart.attrs.get("heat_balance") if self.restart is not None else None
+        if balance is not None and len(balance) == 2:     # the run's history goes on: its start and heat added
+            self._heat_start = float(balance[0])
+            self._heat_in = float(balance[1]) if self.comm.rank == 0 else 0.0
+        else:
+            self._heat_start = heat
 
     def set_local(self, local: np.ndarray):
         host = np.zeros(tuple(k + 2 * self.block for k in self.decomp.local_shape))
@@ -199,9 +268,10 @@ class HeatModel(Clocked):
         d = self.decomp
         largest = tuple(-(-n // p) + 2 for n, p in zip(d.global_shape, d.dims))
         # more steps than the grid is wide buy nothing but ghost layers
-        block = min(self.heat.fused_steps, min(d.global_shape)) or self.backend.heat_block(largest)
-        for n, p in zip(d.global_shape, d.dims):
-            if p > 1 or d.periodic:
+        fields = 0 if self.heat.constant else self.heat.ndim + 1
+        block = min(self.heat.fused_steps, min(d.global_shape)) or self.backend.heat_block(largest, fields)
+        for n, p, periodic in zip(d.global_shape, d.dims, d.periods):
+            if p > 1 or periodic:
                 block = min(block, n // p)
         return max(1, block)
 
@@ -237,11 +307,10 @@ class HeatModel(Clocked):
         """Up to ``self.block`` steps (at most ``max_steps``) per halo exchange."""
         steps = max(1, min(max_steps, self.block))
         u, out = self._u, self._next
-        h = self.heat
 
         def sweep(box):
             (lo, hi), grow = box
-            self.backend.heat_fused(u, out, self.coeffs, steps, lo, hi, grow, h.boundary, h.boundary_value)
+            self.backend.heat_fused(u, out, self.stencil, steps, lo, hi, grow)
 
         with timed(timers, "halo"):
             self.halo.begin(u)
@@ -262,6 +331,7 @@ class HeatModel(Clocked):
             self._lent = None
         else:
             self._u, self._next = out, u
+        self._summed += steps
         self.clock.tick(steps)
 
     # --- output --------------------------------------------------------------
@@ -273,8 +343,33 @@ class HeatModel(Clocked):
         return []
 
     def checkpoint_attrs(self) -> dict:
-        return {"problem": "heat", "time": self.time, "dt": self.dt, "time_basis": np.array(self.clock.basis, float),
-                "config": self.settings.to_toml()}
+        """Root attributes (collective): with the heat balance so far, so that a
+        restart goes on with it, and the digests of the D and Q fields, which a
+        restart must not change."""
+        attrs = {"problem": "heat", "time": self.time, "dt": self.dt, "time_basis": np.array(self.clock.basis, float),
+                 "config": self.settings.to_toml(),
+                 "heat_balance": np.array([self._heat_start, self._global_heat_in()])}
+        if self._digests:
+            attrs["heat_fields"] = json.dumps(self._digests, sort_keys=True)
+        return attrs
+
+    # --- the heat balance ---------------------------------------------------
+    def _fold(self):
+        """Add the heat that sources and walls brought in since the last fold
+        to this rank's share (from the wall sums, which start again at zero)."""
+        if not self._summed:
+            return
+        ex, n, g = self.explicit, self.decomp.local_shape, self.block
+        sums = {w.index: self.backend.to_host(self.stencil.sums[w.index]) for w in ex.walls if w.edge_enters}
+        with np.errstate(all="ignore"):
+            walls = operator.wall_heat(ex.walls, sums, self._summed, n, g)
+            self._heat_in += (walls + self._summed * ex.source_per_step) * math.prod(self.heat.spacing)
+        self.stencil.sums = tuple(None if s is None else self._zero_sums(k // 2) for k, s in enumerate(self.stencil.sums))
+        self._summed = 0
+
+    def _global_heat_in(self) -> float:
+        self._fold()
+        return self.comm.allreduce(self._heat_in, op=MPI.SUM)
 
     def checkpoint_datasets(self) -> list:
         h = self.heat.spacing
@@ -293,9 +388,11 @@ class HeatModel(Clocked):
         backend reduces its cells to a few numbers first."""
         cell_volume = math.prod(self.heat.spacing)
         total, lo, hi = self.backend.box_stats(self._u, self._inner)
-        sums = np.array([total, 0.0, 0.0])
+        self._fold()
+        sums = np.array([total, 0.0, self._heat_in])
         err_max = 0.0
-        if self.heat.initial == "sine":
+        analytic = ic.analytic(self.heat)
+        if analytic:
             if self._mode is None:
                 self._mode = self.backend.from_host(ic.eigenmode(self.heat, self.decomp.offset,
                                                                  self.decomp.local_shape))
@@ -308,9 +405,13 @@ class HeatModel(Clocked):
         ncells = math.prod(self.heat.shape)
         d = {"step": self.step_count, "time": self.time, "heat": sums[0] * cell_volume,
              "min": -ext[0], "max": ext[1]}
-        if self.heat.initial == "sine":
+        if analytic:
             d["err_l2"] = math.sqrt(sums[1] / ncells)
             d["err_max"] = ext[2]
+        # heat added by the sources and through the walls since step 0, and
+        # what the change of total heat differs from it by (round-off)
+        d["heat_in"] = sums[2]
+        d["balance"] = (d["heat"] - self._heat_start) - sums[2]
         return d
 
     @property
@@ -319,7 +420,8 @@ class HeatModel(Clocked):
 
     def describe(self) -> str:
         h = self.heat
-        return (f"heat {'x'.join(map(str, h.shape))} ({h.boundary}, {h.initial}) on {self.comm.size} "
+        walls = h.boundary if isinstance(h.boundary, str) else "/".join("-".join(pair) for pair in h.faces)
+        return (f"heat {'x'.join(map(str, h.shape))} ({walls}, {h.initial}) on {self.comm.size} "
                 f"rank{'s' if self.comm.size > 1 else ''} as {'x'.join(map(str, self.decomp.dims))}")
 
     def close(self):

@@ -86,7 +86,9 @@ def _volume(path) -> float:
 
 def history_panels(cols, path) -> list:
     """Total heat (or its change, when that is round-off against max|u| x
-    volume), the field's range and the analytic error."""
+    volume), the field's range, the analytic error, and the heat balance
+    (what the change of total heat differs from the heat the sources and
+    walls added: round-off)."""
     heat = cols["heat"]
     scale = max(np.max(np.abs(cols["min"])), np.max(np.abs(cols["max"]))) * _volume(path) or 1.0
     if np.ptp(heat) <= 1e-10 * scale:         # conserved: show the round-off as what it is
@@ -98,4 +100,6 @@ def history_panels(cols, path) -> list:
     panels.append(("range of the field", ["min", "max"], False, "temperature u"))
     if "err_l2" in cols:
         panels.append(("error against the analytic solution", ["err_l2", "err_max"], True, "error"))
+    if "balance" in cols:
+        panels.append(("heat balance (round-off)", ["balance"], False, "change of total heat - heat added"))
     return panels
