@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import device
+from .numpy_ import hermite_correct, hermite_predict  # noqa: F401  (n-body state stays on the host)
 
 name = "opencl"
 
