@@ -313,3 +313,18 @@ def test_bad_hermite_settings_are_one_line_and_exit_2(tmp_path, extra, fragment)
     ours = [line for line in r.stderr.splitlines() if line.startswith("solver: error:")]
     assert len(ours) == 1 and fragment in ours[0], r.stderr
     assert not out.exists()
+
+
+@needs_cpu
+def test_bench_reports_hermite_rows_and_time_to_solution(tmp_path):
+    import json
+    r = run_solver(["bench", "--quick", "--backends", "cpu", "--repeats", "1", "--seconds", "0.05", "--dir",
+                    str(tmp_path)], timeout=280)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "compute.json").read_text())
+    rows = {row["problem"]: row for row in results["rows"]}
+    assert rows["nbody-hermite"]["rate"] > 0 and "mean active fraction" in " ".join(rows["nbody-hermite"]["notes"])
+    assert rows["nbody-jerk"]["rate"] > 0 and rows["nbody-jerk"]["peer_rate"] > 0
+    methods = [row["method"] for row in results["time_to_solution"]["rows"]]
+    assert methods[:2] == ["Hermite block steps", "leapfrog, one step"] and len(methods) == 3
+    assert "Time to solution" in r.stdout and "| nbody-jerk |" in r.stdout
