@@ -328,3 +328,30 @@ def test_bench_reports_hermite_rows_and_time_to_solution(tmp_path):
     methods = [row["method"] for row in results["time_to_solution"]["rows"]]
     assert methods[:2] == ["Hermite block steps", "leapfrog, one step"] and len(methods) == 3
     assert "Time to solution" in r.stdout and "| nbody-jerk |" in r.stdout
+
+
+def test_restart_on_another_rank_count_agrees_to_round_off(tmp_path):
+    straight, split = str(tmp_path / "a"), str(tmp_path / "b")
+    assert run_solver(PLUMMER + ["--set", "time.steps=8", "--output", straight], np=2).returncode == 0
+    assert run_solver(PLUMMER + ["--set", "time.steps=4", "--output", split], np=2).returncode == 0
+    r = run_solver(PLUMMER + ["--set", "time.steps=8", "--output", split, "--restart", "latest"], np=3)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(_ckpt(straight, 8), "r") as fa, h5py.File(_ckpt(split, 8), "r") as fb:
+        x, y = fa["nbody/position"][...], fb["nbody/position"][...]
+        assert np.abs(x - y).max() <= 1e-12 * np.abs(x).max()
+        assert np.array_equal(fa["nbody/dt"][...], fb["nbody/dt"][...])
+
+
+def test_restart_may_change_the_integrator(tmp_path):
+    """A leapfrog checkpoint continues with Hermite (steps start afresh) and back."""
+    out = str(tmp_path / "run")
+    leapfrog = [a if a != "nbody.integrator='hermite'" else "nbody.integrator='leapfrog'" for a in PLUMMER]
+    assert run_solver(leapfrog + ["--set", "time.steps=2", "--output", out]).returncode == 0
+    r = run_solver(PLUMMER + ["--set", "time.steps=4", "--output", out, "--restart", "latest"])
+    assert r.returncode == 0, r.stderr
+    with h5py.File(_ckpt(out, 4), "r") as f:
+        assert f["nbody/jerk"].shape == (200, 3) and f.attrs["time"] == 4 * 0.03125
+    r = run_solver(leapfrog + ["--set", "time.steps=6", "--output", out, "--restart", "latest"])
+    assert r.returncode == 0, r.stderr
+    with h5py.File(_ckpt(out, 6), "r") as f:
+        assert "nbody/jerk" not in f and f.attrs["time"] == 6 * 0.03125

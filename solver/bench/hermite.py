@@ -25,8 +25,10 @@ TARGET = 1e-6
 
 def kernel_rates(backend, n=4096, repeats=5):
     """Pairs per second of ``nbody_accel_jerk`` and of ``nbody_accel`` on n
-    bodies (all pairs, one rank): medians of ``repeats`` after a warm-up call
-    that compiles.  Returns ((jerk rate, spread), (force rate, spread))."""
+    bodies (all pairs, one rank), the two calls alternating: the best of
+    ``repeats`` each after a warm-up call that compiles (a call takes tens
+    of milliseconds, so a busy machine shows in every median; the best is
+    the kernel's).  Returns ((jerk rate, spread), (force rate, spread))."""
     from . import median_spread
     rng = np.random.default_rng(0)
     x, v, m = rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), np.full(n, 1.0 / n)
@@ -38,17 +40,18 @@ def kernel_rates(backend, n=4096, repeats=5):
 
     def force_and_jerk():
         backend.nbody_accel_jerk(x, v, ids, x, v, m, 0, 1e-4, 1.0, acc, jerk)
-    rates = []
-    for call in (force_and_jerk, force):
+    calls = (force_and_jerk, force)
+    times = ([], [])
+    for call in calls:
         call()
-        times = []
-        for _ in range(repeats):
+    for _ in range(repeats):
+        for call, spent in zip(calls, times):
             t0 = time.perf_counter()
             call()
             backend.sync()
-            times.append(time.perf_counter() - t0)
-        rates.append(median_spread([n * n / t for t in times]))
-    return rates[0], rates[1]
+            spent.append(time.perf_counter() - t0)
+    rates = [[n * n / t for t in spent] for spent in times]
+    return tuple((max(r), median_spread(r)[1]) for r in rates)
 
 
 def _model(overrides, backend):
