@@ -101,6 +101,24 @@ def test_force_and_jerk_on_every_backend_agree_with_the_reference(backend):
     assert np.isfinite(acc).all() and np.isfinite(jerk).all()
 
 
+@pytest.mark.skipif(not status()["opencl"][0], reason="no OpenCL device")
+def test_float32_force_and_jerk_on_the_device_agree_within_1e_5():
+    """The kernel builds in float32 too (nvcc compiles both); the integrator
+    itself needs float64 (nbody.precision = 'float32' is refused with Hermite)."""
+    opencl = get_backend("opencl")
+    rng = np.random.default_rng(6)
+    x, v, m = rng.normal(size=(600, 3)), rng.normal(size=(600, 3)), rng.uniform(0.1, 1.0, 600)
+    ids = np.arange(600)
+    out = []
+    for dtype, kernels in ((np.float32, opencl), (np.float64, ref)):
+        acc, jerk = np.zeros((600, 3), dtype), np.zeros((600, 3), dtype)
+        xs, vs, ms = x.astype(dtype), v.astype(dtype), m.astype(dtype)
+        kernels.nbody_accel_jerk(xs, vs, ids, xs, vs, ms, 0, 1e-2, 1.0, acc, jerk)
+        out.append((acc, jerk))
+    for ours, theirs in zip(*out):
+        assert ours.dtype == np.float32 and np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
 def test_fixed_steps_are_fourth_order_on_a_kepler_orbit():
     """Every body at time.dt (nbody.adaptive = false), e = 0.5, one period:
     halving the step lowers the largest energy error along the orbit 16x

@@ -56,7 +56,7 @@ class HermiteModel(NBodyModel):
         self.j = np.zeros((c, 3))
         self.level = np.zeros(c, np.int64)
         self._xp, self._vp = np.zeros((3, c)), np.zeros((3, c))    # predictions, stored by coordinate
-        self.stats = {"block_steps": 0, "active": 0, "pairs": 0, "steps": 0}     # since this model started
+        self.stats = {"block_steps": 0, "active": 0, "pairs": 0}     # since this model started (or its start)
         self.block_steps0 = 0            # block steps of the history before this run (from a restart)
         self._line = {"block_steps": 0, "active": 0, "deepest": 0}          # since the previous diagnostics line
         self._flags = np.zeros(2)        # this rank's body that needs a step below the smallest (id + 1), its step
