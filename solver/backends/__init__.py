@@ -26,6 +26,12 @@
     nbody_accel(xi, xj, mj, j0, eps2, G, out, i0)
     nbody_potential(xi, xj, mj, j0, i0, eps2, G)
                       softened gravity of a block of sources on a block of targets
+    nbody_accel_jerk(xi, vi, ids, xj, vj, mj, j0, eps2, G, acc, jerk)
+                      force and jerk in one pass (Hermite), on any targets
+    hermite_predict(x, v, a, j, h, xp, vp), hermite_correct(x, v, a, j, level, active, h, a1, j1, tau, eta, dt,
+                      max_level)  Hermite's predictor and corrector with the next block level
+    hermite_block(...)
+                      optional: a whole block of block steps on one rank in one call
 
 Models and the halo exchange call these, never NumPy or a GPU library
 directly on a backend array: a device backend keeps its arrays on the device.

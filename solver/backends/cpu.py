@@ -489,6 +489,191 @@ if numba is not None:
     _accel_fast = _make_accel(True)
     _accel_exact = _make_accel(False)
 
+    def _make_accel_jerk(softened):
+        """The force and jerk kernel (Hermite): as _make_accel, with the
+        sources' velocities.  Targets are rows (k, 3); sources are stored by
+        coordinate, (3, n), so that a tile is a contiguous slice."""
+        @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+        def accel_jerk(xi, vi, ids, xs, vs, mj, j0, eps2, G, acc, jerk, tile):
+            ni, nj = xi.shape[0], xs.shape[1]
+            bad = 0
+            a = 0
+            while a < nj:
+                b = min(nj, (j0 + a) // tile * tile + tile - j0)
+                tx, ty, tz, tm = xs[0, a:b], xs[1, a:b], xs[2, a:b], mj[a:b]
+                tu, tv, tw = vs[0, a:b], vs[1, a:b], vs[2, a:b]
+                for i in range(ni):
+                    px, py, pz = xi[i, 0], xi[i, 1], xi[i, 2]
+                    qu, qv, qw = vi[i, 0], vi[i, 1], vi[i, 2]
+                    ax = 0.0
+                    ay = 0.0
+                    az = 0.0
+                    jx = 0.0
+                    jy = 0.0
+                    jz = 0.0
+                    coincident = 0
+                    for j in range(b - a):
+                        dx = tx[j] - px
+                        dy = ty[j] - py
+                        dz = tz[j] - pz
+                        du = tu[j] - qu
+                        dv = tv[j] - qv
+                        dw = tw[j] - qw
+                        r2 = dx * dx + dy * dy + dz * dz + eps2
+                        if softened:
+                            inv = np.float64(np.float32(1.0) / np.sqrt(np.float32(r2)))
+                            h = 0.5 * r2
+                            inv = inv * (1.5 - h * inv * inv)
+                            inv = inv * (1.5 - h * inv * inv)
+                            inv2 = inv * inv
+                        else:
+                            inv = 1.0 / math.sqrt(r2) if r2 > 0.0 else 0.0
+                            inv2 = inv * inv
+                            coincident += 1 if r2 == 0.0 else 0
+                        w = tm[j] * inv * inv2
+                        rv = 3.0 * (dx * du + dy * dv + dz * dw) * inv2
+                        ax += w * dx
+                        ay += w * dy
+                        az += w * dz
+                        jx += w * (du - rv * dx)
+                        jy += w * (dv - rv * dy)
+                        jz += w * (dw - rv * dz)
+                    if coincident:
+                        own = ids[i] - j0
+                        bad += coincident - (1 if a <= own < b else 0)
+                    acc[i, 0] += G * ax
+                    acc[i, 1] += G * ay
+                    acc[i, 2] += G * az
+                    jerk[i, 0] += G * jx
+                    jerk[i, 1] += G * jy
+                    jerk[i, 2] += G * jz
+                a = b
+            return bad
+        return accel_jerk
+
+    _accel_jerk_fast = _make_accel_jerk(True)
+    _accel_jerk_exact = _make_accel_jerk(False)
+
+    @njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def _accel_jerk(xi, vi, ids, xs, vs, mj, j0, eps2, G, acc, jerk, tile):
+        if eps2 >= 1e-30:
+            return _accel_jerk_fast(xi, vi, ids, xs, vs, mj, j0, eps2, G, acc, jerk, tile)
+        return _accel_jerk_exact(xi, vi, ids, xs, vs, mj, j0, eps2, G, acc, jerk, tile)
+
+    @njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def _hermite_predict(x, v, a, j, h, xs, vs):
+        """numpy_.hermite_predict, into predictions stored by coordinate (3, n)."""
+        for i in range(x.shape[0]):
+            hi = h[i]
+            for c in range(3):
+                xs[c, i] = x[i, c] + hi * (v[i, c] + (0.5 * hi) * (a[i, c] + (hi / 3.0) * j[i, c]))
+                vs[c, i] = v[i, c] + hi * (a[i, c] + (0.5 * hi) * j[i, c])
+
+    @njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def _hermite_level(dt, wanted, max_level):
+        """numpy_.hermite_levels for one body."""
+        if not wanted > 0.0:
+            return max_level + 1
+        ratio = dt / wanted
+        if not math.isfinite(ratio):
+            return max_level + 1
+        mantissa, exponent = math.frexp(ratio)
+        level = exponent - (1 if mantissa == 0.5 else 0)
+        return min(max(level, 0), max_level + 1)
+
+    @njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def _hermite_correct(x, v, a, j, level, active, h, a1, j1, tau, eta, dt, max_level, result):
+        """numpy_.hermite_correct; result: (deepest level asked for, position of a
+        body that asked for more than max_level or -1, the step it asked for)."""
+        deepest, worst, asked = 0, -1, 0.0
+        for q in range(active.shape[0]):
+            i = active[q]
+            hq = h[q]
+            s2 = hq * hq / 12.0
+            na = nj = n2 = n3 = 0.0
+            for c in range(3):
+                a0, j0 = a[i, c], j[i, c]
+                v1 = v[i, c] + (0.5 * hq) * (a0 + a1[q, c]) + s2 * (j0 - j1[q, c])
+                x[i, c] = x[i, c] + (0.5 * hq) * (v[i, c] + v1) + s2 * (a0 - a1[q, c])
+                v[i, c] = v1
+                da = a0 - a1[q, c]
+                d3 = (12.0 * da + (6.0 * hq) * (j0 + j1[q, c])) / (hq * hq * hq)
+                d2 = (-6.0 * da - hq * (4.0 * j0 + 2.0 * j1[q, c])) / (hq * hq) + hq * d3
+                a[i, c], j[i, c] = a1[q, c], j1[q, c]
+                na += a1[q, c] * a1[q, c]
+                nj += j1[q, c] * j1[q, c]
+                n2 += d2 * d2
+                n3 += d3 * d3
+            if eta == 0.0:
+                continue
+            na, nj, n2, n3 = math.sqrt(na), math.sqrt(nj), math.sqrt(n2), math.sqrt(n3)
+            top = na * n2 + nj * nj
+            bottom = nj * n3 + n2 * n2
+            wanted = math.sqrt(eta * (top / bottom)) if bottom > 0.0 else math.inf
+            old = level[i]
+            needed = _hermite_level(dt, wanted, max_level)
+            new = old
+            if needed > old:
+                new = needed
+            elif needed < old and tau % (np.int64(2) << (max_level - old)) == 0:
+                new = old - 1
+            if new > deepest:
+                deepest = new
+                if new > max_level:
+                    worst, asked = q, wanted
+            level[i] = min(new, max_level)
+        result[0], result[1], result[2] = deepest, worst, asked
+
+    @njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def _hermite_block(x, v, a, j, level, m, ids, eps2, G, eta, dt, max_level, tile, xs, vs, stats):
+        """A whole block on one rank: every block step (predict all, force and
+        jerk on the active bodies, correct them) until the bodies meet at dt.
+        stats += [block steps, active bodies, deepest level]; returns
+        (position of a body that asked for more than max_level or -1, its step,
+        coincident pairs), stopping at the first block step with either."""
+        n = x.shape[0]
+        ticks = np.int64(1) << max_level
+        unit = dt / ticks
+        t = np.zeros(n, np.int64)
+        nxt = np.empty(n, np.int64)
+        for i in range(n):
+            nxt[i] = np.int64(1) << (max_level - level[i])
+        h = np.empty(n)
+        active = np.empty(n, np.int64)
+        xi, vi, a1, j1 = np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3))
+        idi, hk = np.empty(n, np.int64), np.empty(n)
+        result = np.zeros(3)
+        while True:
+            tau = nxt.min()
+            if tau > ticks:
+                return -1, 0.0, 0
+            k = 0
+            for i in range(n):
+                h[i] = (tau - t[i]) * unit
+                if nxt[i] == tau:
+                    active[k] = i
+                    k += 1
+            _hermite_predict(x, v, a, j, h, xs, vs)
+            for q in range(k):
+                i = active[q]
+                idi[q], hk[q] = ids[i], h[i]
+                for c in range(3):
+                    xi[q, c], vi[q, c] = xs[c, i], vs[c, i]
+                    a1[q, c] = 0.0
+                    j1[q, c] = 0.0
+            bad = _accel_jerk(xi[:k], vi[:k], idi[:k], xs, vs, m, 0, eps2, G, a1[:k], j1[:k], tile)
+            _hermite_correct(x, v, a, j, level, active[:k], hk[:k], a1[:k], j1[:k], tau, eta, dt, max_level, result)
+            for q in range(k):
+                i = active[q]
+                t[i] = tau
+                nxt[i] = tau + (np.int64(1) << (max_level - level[i]))
+            stats[0] += 1
+            stats[1] += k
+            stats[2] = max(stats[2], result[0])
+            if result[1] >= 0 or bad:
+                worst = int(result[1])
+                return (active[worst] if worst >= 0 else -1), result[2], bad
+
     @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
     def _potential(xi, yi, zi, xj, yj, zj, mj, j0, i0, eps2, G, phi, tile):
         ni, nj = xi.shape[0], xj.shape[0]
@@ -751,3 +936,54 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
     if len(xi) and len(xj):
         _potential(*_columns(xi), *_columns(xj), np.ascontiguousarray(mj), j0, i0, float(eps2), float(G), phi, TILE)
     return phi
+
+
+def _by_coordinate(x):
+    """(3, n) contiguous: the transpose of a (n, 3) view of such an array, without a copy."""
+    return np.ascontiguousarray(x.T, dtype=np.float64)
+
+
+def nbody_accel_jerk(xi, vi, ids, xj, vj, mj, j0, eps2, G, acc, jerk):
+    """Same contract as numpy_.nbody_accel_jerk."""
+    if len(xi) == 0 or len(xj) == 0:
+        return 0
+    sums = [q if q.dtype == np.float64 and q.flags.c_contiguous else np.zeros(q.shape) for q in (acc, jerk)]
+    bad = _accel_jerk(np.ascontiguousarray(xi, dtype=np.float64), np.ascontiguousarray(vi, dtype=np.float64),
+                      np.ascontiguousarray(ids, dtype=np.int64), _by_coordinate(xj), _by_coordinate(vj),
+                      np.ascontiguousarray(mj, dtype=np.float64), j0, float(eps2), float(G), sums[0], sums[1], TILE)
+    for q, total in zip((acc, jerk), sums):
+        if total is not q:
+            q += total
+    return int(bad)
+
+
+def hermite_predict(x, v, a, j, h, xp, vp):
+    """Same contract as numpy_.hermite_predict (fastest when xp and vp are
+    views (n, 3) of arrays (3, n), as the model keeps them)."""
+    _hermite_predict(x, v, a, j, h, xp.T, vp.T)
+
+
+def hermite_correct(x, v, a, j, level, active, h, a1, j1, tau, eta, dt, max_level):
+    """Same contract as numpy_.hermite_correct."""
+    if len(active) == 0:
+        return 0, -1, 0.0
+    result = np.zeros(3)
+    _hermite_correct(x, v, a, j, level, active, h, np.ascontiguousarray(a1), np.ascontiguousarray(j1), np.int64(tau),
+                     float(eta), float(dt), max_level, result)
+    return int(result[0]), int(result[1]), float(result[2])
+
+
+def hermite_block(x, v, a, j, level, m, ids, eps2, G, eta, dt, max_level, stats):
+    """Optional (one rank): a whole block of numpy_.hermite_predict,
+    nbody_accel_jerk and hermite_correct in one compiled loop (the same
+    formulas), without a Python call per block step.  ``stats`` (float64)
+    += [block steps, active bodies, deepest level].  Returns (index of a body
+    that asked for a step below dt / 2^max_level or -1, the step it asked
+    for, coincident pairs), stopping at the first block step with either."""
+    n = len(x)
+    if n == 0:
+        return -1, 0.0, 0
+    xs, vs = np.empty((3, n)), np.empty((3, n))
+    worst, asked, bad = _hermite_block(x, v, a, j, level, np.ascontiguousarray(m, dtype=np.float64), ids,
+                                       float(eps2), float(G), float(eta), float(dt), max_level, TILE, xs, vs, stats)
+    return int(worst), float(asked), int(bad)

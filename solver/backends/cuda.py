@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from . import device
+from .numpy_ import hermite_correct, hermite_predict  # noqa: F401  (n-body state stays on the host)
 
 name = "cuda"
 ARCHS = ("sm_80", "sm_90")                  # A100, H100/H200
@@ -449,3 +450,21 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
     prg.nbody_potential(bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0), np.int64(i0), dtype(eps2),
                         dtype(G), _driver().InOut(phi), **launch)
     return phi
+
+
+def nbody_accel_jerk(xi, vi, ids, xj, vj, mj, j0, eps2, G, acc, jerk):
+    """Same contract as numpy_.nbody_accel_jerk."""
+    if len(xi) == 0 or len(xj) == 0:
+        return 0
+    drv = _driver()
+    prg, dtype, (bx, bj, bm), launch = _sources(xi, xj, mj)
+    bv, bw = (drv.In(np.ascontiguousarray(a, dtype)) for a in (vi, vj))
+    sums = np.zeros((2, len(xi), 3), dtype)
+    bad = np.zeros(len(xi), np.int32)
+    prg.nbody_accel_jerk(bx, bv, drv.In(np.ascontiguousarray(ids, np.int64)), np.int64(len(xi)), bj, bw, bm,
+                         np.int64(len(xj)), np.int64(j0), dtype(eps2), dtype(G), drv.InOut(sums[0]),
+                         drv.InOut(sums[1]), drv.Out(bad), **launch)
+    with np.errstate(over="ignore", invalid="ignore"):
+        acc += sums[0].astype(acc.dtype, copy=False)
+        jerk += sums[1].astype(jerk.dtype, copy=False)
+    return int(bad.sum())

@@ -270,3 +270,106 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G, chunk=256):
             inv[ids_i == ids_j] = 0
             phi[s:e] -= G * (inv * mj[None, a:b]).sum(axis=1)
     return phi
+
+
+def nbody_accel_jerk(xi, vi, ids, xj, vj, mj, j0, eps2, G, acc, jerk, chunk=256):
+    """Force and its time derivative (the jerk) from one pass over the sources,
+    for fourth-order Hermite: with dx = x_j - x_i, dv = v_j - v_i, r2 = |dx|^2 + eps2,
+    acc[i] += G sum_j m_j dx / r2^(3/2) and
+    jerk[i] += G sum_j m_j (dv - 3 (dx . dv / r2) dx) / r2^(3/2).
+
+    Targets are any bodies (``ids``: their global ids, int64), sources a
+    contiguous block whose first global id is ``j0``, summed tile by tile in
+    global-id order as nbody_accel does.  Returns the number of pairs at one
+    point that are not self-pairs (counted only without softening)."""
+    ni = len(xi)
+    bad = 0
+    for a, b in _tiles(j0, len(xj)):
+        for s in range(0, ni, chunk):
+            e = min(ni, s + chunk)
+            dx, r2, inv, coincident = _pair_terms(xi[s:e], xj[a:b], eps2)
+            if coincident:
+                selves = int((ids[s:e, None] == np.arange(j0 + a, j0 + b)[None, :]).sum())
+                bad += coincident - selves
+            dv = [vj[None, a:b, c] - vi[s:e, None, c] for c in range(3)]
+            rv = dx[0] * dv[0]
+            rv += dx[1] * dv[1]
+            rv += dx[2] * dv[2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rv /= r2                  # 0 / 0 only at r = 0 without softening: zeroed
+            if eps2 == 0:
+                rv[r2 == 0] = 0
+            rv *= 3.0
+            w = inv * mj[None, a:b]
+            w *= G
+            for c in range(3):
+                acc[s:e, c] += (w * dx[c]).sum(axis=1)
+                jerk[s:e, c] += (w * (dv[c] - rv * dx[c])).sum(axis=1)
+    return bad
+
+
+# ----------------------------------------------------------------------------
+# Hermite's predictor and corrector (host arrays on every backend; the state
+# of n-body stays on the host): the formulas of solver/models/nbody/hermite.py
+def hermite_predict(x, v, a, j, h, xp, vp):
+    """xp, vp = x, v a time h (per body) ahead, by Taylor series to the jerk."""
+    hc = h[:, None]
+    xp[...] = x + hc * (v + (0.5 * hc) * (a + (hc / 3.0) * j))
+    vp[...] = v + hc * (a + (0.5 * hc) * j)
+
+
+def hermite_levels(dt, wanted, max_level):
+    """The smallest k >= 0 with dt / 2^k <= wanted, per body; max_level + 1
+    where none up to max_level will do or ``wanted`` is not a positive number."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = dt / np.where(wanted > 0, wanted, np.nan)
+    mantissa, exponent = np.frexp(np.where(np.isfinite(ratio), ratio, 1.0))
+    level = np.maximum(exponent - (mantissa == 0.5), 0)          # ceil(log2(ratio)), exactly
+    return np.where(np.isfinite(ratio), np.minimum(level, max_level + 1), max_level + 1).astype(np.int64)
+
+
+def hermite_derivatives(a0, j0, a1, j1, h):
+    """The second and third derivatives of the force at the end of a step of
+    length h (per body), from (a, j) at both ends (cubic Hermite interpolation)."""
+    hc = h[:, None]
+    da = a0 - a1
+    a3 = (12.0 * da + (6.0 * hc) * (j0 + j1)) / (hc * hc * hc)
+    a2 = (-6.0 * da - hc * (4.0 * j0 + 2.0 * j1)) / (hc * hc)
+    return a2 + hc * a3, a3
+
+
+def aarseth_steps(eta, a, j, a2, a3):
+    """Aarseth's criterion sqrt(eta (|a||a2| + |j|^2) / (|j||a3| + |a2|^2)) per
+    body; inf where every derivative vanishes (a body alone)."""
+    na, nj, n2, n3 = (np.sqrt(np.einsum("ij,ij->i", q, q)) for q in (a, j, a2, a3))
+    top = na * n2 + nj * nj
+    bottom = nj * n3 + n2 * n2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(eta * np.where(bottom > 0, top / bottom, np.inf))
+
+
+def hermite_correct(x, v, a, j, level, active, h, a1, j1, tau, eta, dt, max_level):
+    """Correct the bodies ``active`` (indices), which took steps h to time
+    ``tau`` (an integer in units of dt / 2^max_level) and found there the
+    force a1 and jerk j1; then their next level (eta > 0; eta = 0: keep
+    it): deeper at once where Aarseth's step asks for it, one level coarser
+    where it allows and tau is a multiple of the coarser step.  Returns
+    (deepest level asked for, the position in ``active`` of a body that asked
+    for more than max_level or -1, the step it asked for)."""
+    x0, v0, a0, j0 = x[active], v[active], a[active], j[active]
+    hc = h[:, None]
+    v1 = v0 + (0.5 * hc) * (a0 + a1) + (hc * hc / 12.0) * (j0 - j1)
+    x1 = x0 + (0.5 * hc) * (v0 + v1) + (hc * hc / 12.0) * (a0 - a1)
+    x[active], v[active], a[active], j[active] = x1, v1, a1, j1
+    if eta == 0 or len(active) == 0:
+        return 0, -1, 0.0
+    a2, a3 = hermite_derivatives(a0, j0, a1, j1, h)
+    wanted = aarseth_steps(eta, a1, j1, a2, a3)
+    old = level[active]
+    needed = hermite_levels(dt, wanted, max_level)
+    coarser = (needed < old) & (tau % np.left_shift(np.int64(2), max_level - old) == 0)
+    new = np.where(needed > old, needed, np.where(coarser, old - 1, old))
+    worst = int(np.argmax(new))
+    deepest = int(new[worst])
+    level[active] = np.minimum(new, max_level)
+    return (deepest, worst, float(wanted[worst])) if deepest > max_level else (deepest, -1, 0.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import device
+from .numpy_ import hermite_correct, hermite_predict  # noqa: F401  (n-body state stays on the host)
 
 name = "opencl"
 
@@ -357,3 +358,28 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
                         np.int64(i0), dtype(eps2), dtype(G), bphi)
     cl.enqueue_copy(queue, phi, bphi)
     return phi
+
+
+def nbody_accel_jerk(xi, vi, ids, xj, vj, mj, j0, eps2, G, acc, jerk):
+    """Same contract as numpy_.nbody_accel_jerk."""
+    if len(xi) == 0 or len(xj) == 0:
+        return 0
+    prg, queue, ctx, dtype, bx, bj, bm = _nbody_inputs(xi, xj, mj)
+    mf = cl.mem_flags
+
+    def put(a, kind=dtype):
+        return cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(a, dtype=kind))
+    bv, bw, bids = put(vi), put(vj), put(ids, np.int64)
+    sums = np.zeros((2, len(xi), 3), dtype)
+    bsums = [cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=s) for s in sums]
+    bbad = cl.Buffer(ctx, mf.READ_WRITE, 4 * len(xi))
+    prg.nbody_accel_jerk(queue, *_groups(len(xi)), bx, bv, bids, np.int64(len(xi)), bj, bw, bm, np.int64(len(xj)),
+                         np.int64(j0), dtype(eps2), dtype(G), *bsums, bbad)
+    bad = np.empty(len(xi), np.int32)
+    for s, b in zip(sums, bsums):
+        cl.enqueue_copy(queue, s, b)
+    cl.enqueue_copy(queue, bad, bbad)
+    with np.errstate(over="ignore", invalid="ignore"):
+        acc += sums[0].astype(acc.dtype, copy=False)
+        jerk += sums[1].astype(jerk.dtype, copy=False)
+    return int(bad.sum())

@@ -5,7 +5,9 @@ Devito, REBOUND and the memory-bandwidth bound, in one run.
 Counted work: a heat cell update moves 16 bytes (one read, one write of a
 float64, neighbours reused from cache); an n-body step does N^2 pair
 interactions (the peers are counted the same way) of 20 flops each (GPU Gems
-3, ch. 31).  Rates are medians of repeated runs after a warm-up run that
+3, ch. 31); Hermite rows count the pairs its block steps compute, of 60 flops
+each (force and jerk), and bench/hermite.py adds its kernel rate and its time
+to solution against leapfrog and IAS15.  Rates are medians of repeated runs after a warm-up run that
 compiles the kernels; the spread is (max - min) / median.
 """
 from __future__ import annotations
@@ -22,12 +24,15 @@ import numpy as np
 from ..config import ConfigError
 from ..io.owned import check_replaceable, write_results
 from ..parallel.mpi import log, quiet_barrier, root_decides
-from . import median_spread, peers, scratch_dir, timed_run
+from . import hermite, median_spread, peers, scratch_dir, timed_run
 
 BYTES_PER_CELL = 16
 FLOPS_PER_PAIR = 20
-GOALS = {"heat2d": 1.2, "heat2d-var": 2.0, "nbody": 2.0}        # ours / peer, on one rank
+GOALS = {"heat2d": 1.2, "heat2d-var": 2.0, "nbody": 2.0,   # ours / peer, on one rank
+         "nbody-jerk": 0.6}                                # the force-and-jerk kernel against the force kernel
 WEAK_GOAL = 0.9                               # heat, 1 -> 2 ranks
+WEAK_GOALS = {"nbody-hermite": 0.85}          # 1 -> 2 ranks
+HERMITE_ROWS = ("nbody-hermite", "nbody-jerk")  # pairs with jerk: 60 flops each
 DEVICE_BACKENDS = ("cuda", "opencl")          # measured on every problem, against their device's copy bandwidth
 RESULTS = "compute.json"                      # in --dir; replaces only a file the bench wrote (io.owned)
 
@@ -42,6 +47,10 @@ class Problem:
     fields: bool = False      # heat with a random D field (0.5 to 2) and a source field (0 to 1)
 
     def overrides(self, ranks):
+        if self.name == "nbody-hermite":         # block steps of 1/64; softening 1/N
+            n = round(self.per_rank[0] * math.sqrt(ranks))
+            return ["problem.kind=nbody", f"nbody.n={n}", "nbody.initial=plummer", "nbody.integrator=hermite",
+                    f"nbody.softening={1.0 / n!r}", "time.dt=0.015625"]
         if self.name.startswith("nbody"):
             n = round(self.per_rank[0] * math.sqrt(ranks))          # N^2 / ranks pairs per rank
             return ["problem.kind=nbody", f"nbody.n={n}", "nbody.initial=plummer", "time.dt=0.001",
@@ -68,11 +77,13 @@ def problems(quick: bool):
     if quick:        # a smoke test of the whole command: seconds, not minutes
         return [Problem("heat2d", "heat 2D", (256, 256)), Problem("heat3d", "heat 3D", (32, 32, 32)),
                 Problem("heat2d-var", "heat 2D D(x)+Q", (256, 256), ("cpu",), fields=True),
-                Problem("nbody", "n-body", (300,)), Problem("nbody-f32", "n-body f32", (300,), (), "float32")]
+                Problem("nbody", "n-body", (300,)), Problem("nbody-f32", "n-body f32", (300,), (), "float32"),
+                Problem("nbody-hermite", "n-body Hermite", (300,), ("cpu",))]
     return [Problem("heat2d", "heat 2D", (4096, 4096)), Problem("heat3d", "heat 3D", (256, 256, 256)),
             Problem("heat2d-var", "heat 2D D(x)+Q", (4096, 4096), ("cpu",), fields=True),
             Problem("nbody", "n-body", (2000,)), Problem("nbody", "n-body", (20000,), ("cpu",)),
-            Problem("nbody-f32", "n-body f32", (20000,), (), "float32")]
+            Problem("nbody-f32", "n-body f32", (20000,), (), "float32"),
+            Problem("nbody-hermite", "n-body Hermite", (16384,), ("cpu",))]
 
 
 @dataclass
@@ -99,7 +110,7 @@ class Row:
     @property
     def effective(self) -> str:
         if self.problem.startswith("nbody"):
-            flops = self.rate * FLOPS_PER_PAIR
+            flops = self.rate * (hermite.FLOPS_PER_PAIR_JERK if self.problem in HERMITE_ROWS else FLOPS_PER_PAIR)
             return f"{flops / 1e9:.1f} GFLOP/s" + (f" ({flops / self.peak:.0%} of peak)" if self.peak else "")
         return f"{self.rate * BYTES_PER_CELL / 1e9:.1f} GB/s"
 
@@ -127,11 +138,13 @@ def _measure(comm, problem, backend, ranks, repeats, seconds, scratch):
         quantum = model.block
         per_step = summary["loop_seconds"] / steps
         steps = comm.bcast(max(quantum, int(target / max(per_step, 1e-9)) // quantum * quantum), root=0)
-    rates, runs = [], []
+    rates, runs, active = [], [], []
     for _ in range(repeats):
         wall, summary, model = timed_run(comm, directory, base + [f"time.steps={steps}"])
         rates.append(model.work_per_step * steps / summary["loop_seconds"])
         runs.append((wall, summary))
+        if hasattr(model, "advance_stats"):            # Hermite: how many bodies a block step moves
+            active.append(model.advance_stats()["active_fraction"])
         model.close()
     rate, spread = median_spread(rates)
     wall, summary = runs[min(range(repeats), key=lambda k: abs(rates[k] - rate))]   # the run nearest the median
@@ -142,7 +155,9 @@ def _measure(comm, problem, backend, ranks, repeats, seconds, scratch):
               "diagnostics": t.get("diagnostics", 0.0)}
     phases["other"] = max(0.0, wall - sum(phases.values()))
     phases = {k: v / wall for k, v in phases.items()}
-    return rate, spread, phases, steps
+    notes = [f"{problem.name} on {ranks} rank(s): mean active fraction {float(np.median(active)):.3g} of the bodies "
+             f"per block step"] if active else []
+    return rate, spread, phases, steps, notes
 
 
 def _peer(problem, backend, steps, repeats, comm, scratch):
@@ -221,11 +236,21 @@ def bench_compute(comm, args) -> int:
         quiet_barrier(comm)
     with scratch_dir(comm, args.dir, "compute-") as scratch:
         rows = _measure_all(comm, args, wanted, rank_counts, scratch)
-    results = None
+    solutions, results = None, None
+    if comm.rank == 0 and "cpu" in wanted:
+        rows += _jerk_kernel_rows(args)
+        solutions = hermite.time_to_solution(args.quick)
+    quiet_barrier(comm)
     if comm.rank == 0:
-        log(report(rows, bandwidth, args))
+        text = report(rows, bandwidth, args)
+        if solutions:
+            text += "\n\n" + hermite.solutions_table(*solutions)
+        log(text)
         results = json.dumps({"machine": machine(), "bandwidth": {str(k): v for k, v in bandwidth.items()},
-                              "rows": [asdict(r) for r in rows]}, indent=1).encode()
+                              "rows": [asdict(r) for r in rows],
+                              "time_to_solution": solutions and {"n": solutions[0], "t_end": solutions[1], "rows": [
+                                  dict(zip(("method", "setting", "energy_error", "seconds", "how"), r))
+                                  for r in solutions[2]]}}, indent=1).encode()
     root_decides(comm, write_results, args.dir, {RESULTS: results}, "bench --dir")
     return 0
 
@@ -246,13 +271,14 @@ def _measure_all(comm, args, wanted, rank_counts, scratch):
             for ranks in rank_counts:
                 sub = _on(comm, ranks)
                 if sub is not None:
-                    rate, spread, phases, steps = _measure(sub, problem, backend, ranks, repeats, seconds,
-                                                           scratch)
-                    row = Row(problem.name, size, backend, ranks, steps, rate, spread, phases)
+                    rate, spread, phases, steps, notes = _measure(sub, problem, backend, ranks, repeats, seconds,
+                                                                  scratch)
+                    row = Row(problem.name, size, backend, ranks, steps, rate, spread, phases, notes=notes)
                     peak = getattr(get_backend(backend), "peak_flops", None)
                     if peak is not None and problem.name.startswith("nbody"):
                         row.peak = ranks * peak(problem.precision)
-                    if sub.rank == 0 and ranks == 1 and backend == against_peer and problem.precision == "float64":
+                    if (sub.rank == 0 and ranks == 1 and backend == against_peer and problem.precision == "float64"
+                            and problem.name != "nbody-hermite"):          # REBOUND's peer row is leapfrog
                         row.peer, row.peer_rate, row.peer_spread, note = _peer(problem, backend, steps, repeats, sub,
                                                                                scratch)
                         row.notes += [note] if note else []
@@ -266,6 +292,17 @@ def _measure_all(comm, args, wanted, rank_counts, scratch):
                             f"(spread {spread:.0%})" + (f"; {row.peer} {row.peer_rate:.3g}" if row.peer_rate else ""))
                 quiet_barrier(comm)
     return rows
+
+
+def _jerk_kernel_rows(args):
+    """The cpu backend's force-and-jerk kernel (Hermite) against its force
+    kernel (leapfrog), all pairs of 4096 bodies (512 quick), one rank."""
+    from ..backends import get_backend
+    n = 512 if args.quick else 4096
+    (rate, spread), (force, force_spread) = hermite.kernel_rates(get_backend("cpu"), n, args.repeats)
+    phases = {"compute": 1.0, "comm": 0.0, "io": 0.0, "diagnostics": 0.0, "other": 0.0}
+    return [Row("nbody-jerk", str(n), "cpu", 1, args.repeats, rate, spread, phases, peer="leapfrog force kernel",
+                peer_rate=force, peer_spread=force_spread)]
 
 
 def machine() -> str:
@@ -308,6 +345,10 @@ def report(rows, bandwidth, args) -> str:
             ratio = r.rate / r.peer_rate
             out.append(f"- {r.problem} {r.size} {r.backend}: {ratio:.2f}x {r.peer} "
                        f"({'met' if ratio >= goal else 'SHORT of'} the {goal}x goal)")
+        weak_goal = WEAK_GOALS.get(r.problem)
+        if weak_goal and not math.isnan(r.weak) and r.ranks == 2:
+            out.append(f"- {r.problem} {r.size} {r.backend}: weak scaling {r.weak:.0%} "
+                       f"({'met' if r.weak >= weak_goal else 'SHORT of'} the {weak_goal:.0%} goal)")
         if r.problem.startswith("heat") and not math.isnan(r.weak) and r.ranks == 2:
             out.append(f"- {r.problem} {r.size} {r.backend}: weak scaling {r.weak:.0%} "
                        f"({'met' if r.weak >= WEAK_GOAL else 'SHORT of'} the {WEAK_GOAL:.0%} goal)")

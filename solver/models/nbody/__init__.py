@@ -27,8 +27,13 @@ def datasets(settings) -> dict:
     """What a checkpoint of this problem holds, checked before a restart reads it."""
     from ...io.inputs import Want
     n, dtype = settings.nbody.n, "<f8" if settings.nbody.precision == "float64" else "<f4"
-    return {"nbody/position": Want((n, 3), dtype=dtype), "nbody/velocity": Want((n, 3), dtype=dtype),
+    want = {"nbody/position": Want((n, 3), dtype=dtype), "nbody/velocity": Want((n, 3), dtype=dtype),
             "nbody/mass": Want((n,), dtype=dtype), "nbody/id": Want((n,), kinds="iu", optional=True)}
+    if settings.nbody.integrator == "hermite":
+        # each body's force, jerk, time and step: an exact restart (without them, steps start afresh)
+        want.update({f"nbody/{name}": Want(shape, dtype="<f8", optional=True) for name, shape in
+                     (("acceleration", (n, 3)), ("jerk", (n, 3)), ("time", (n,)), ("dt", (n,)))})
+    return want
 
 
 def for_restart(settings, info):
@@ -40,6 +45,7 @@ def for_restart(settings, info):
 def make(settings, comm, backend, restart):
     """The model (collective); a fresh file start reads its particles here."""
     from .initial import read_particles
+    from .hermite import HermiteModel
     from .model import NBodyModel
     fixed, asked = fixed_count(settings.nbody), settings.nbody.n
     if restart is None and fixed and asked not in (fixed, DEFAULTS["n"]) and comm.rank == 0:
@@ -51,4 +57,5 @@ def make(settings, comm, backend, restart):
         settings = resolve_settings(settings, len(initial[2]))
     else:
         settings = resolve_settings(settings)
-    return NBodyModel(settings, comm, backend, restart, initial)
+    model = HermiteModel if settings.nbody.integrator == "hermite" else NBodyModel
+    return model(settings, comm, backend, restart, initial)

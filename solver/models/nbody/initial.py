@@ -81,6 +81,46 @@ def kepler(eccentricity, G=1.0):
     return pos, vel, mass
 
 
+def pythagorean(G=1.0):
+    """Burrau's three-body problem (1913; Szebehely and Peters 1967): masses
+    3, 4 and 5 at rest at the corners of a 3-4-5 right triangle, opposite
+    the sides of their own length; centre of mass at the origin.  Close
+    encounters, then a binary of the masses 4 and 5 and the escape of 3."""
+    pos = np.array([[1.0, 3.0, 0.0], [-2.0, -1.0, 0.0], [1.0, -1.0, 0.0]])
+    return pos, np.zeros((3, 3)), np.array([3.0, 4.0, 5.0])
+
+
+HARD_BINARY_KT = 10.0        # the binding energy of plummer_binary's binary, in units of kT
+
+
+def plummer_binary(n, seed, eccentricity, G=1.0):
+    """A Plummer sphere of n equal masses 1/n in standard units, whose bodies
+    0 and 1 form a hard binary: binding energy 10 kT, kT = (2/3) of the mean
+    kinetic energy of a body (1 / (6 n) in virial equilibrium), so the
+    semi-major axis is 3 / (10 n); the given eccentricity, starting at
+    apocentre, in a plane oriented by the seed, at the place and velocity of
+    a body of the sphere.  n >= 3."""
+    if n < 3:
+        raise ConfigError(f"nbody.n: the 'plummer_binary' start needs at least 3 bodies, got {n}")
+    pos, vel, mass = plummer(n - 1, seed, G)      # body 0 (mass 2/n) becomes the binary
+    m = 1.0 / n
+    a = G * m * m / (2.0 * HARD_BINARY_KT * G / (6.0 * n))     # E_b = G m^2 / (2a) = 10 kT
+    e = eccentricity
+    rng = np.random.default_rng([seed, 1])
+    normal = _isotropic(rng, 1)[0]
+    u = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    w = np.cross(normal, u)
+    r = a * (1.0 + e)                              # apocentre: separation and relative speed
+    speed = math.sqrt(G * 2.0 * m * (1.0 - e) / (a * (1.0 + e)))
+    centre, drift = pos[0], vel[0]
+    bx = np.array([centre - 0.5 * r * u, centre + 0.5 * r * u])
+    bv = np.array([drift - 0.5 * speed * w, drift + 0.5 * speed * w])
+    pos = np.concatenate([bx, pos[1:]])
+    vel = np.concatenate([bv, vel[1:]])
+    return _centre(pos, vel, np.full(n, m))
+
+
 def uniform(n, seed):
     """A cold uniform cube of side 1 centred on the origin, total mass 1."""
     rng = np.random.default_rng(seed)
@@ -99,12 +139,16 @@ def generate(nbody):
         return figure8(nbody.G)
     if kind == "kepler":
         return kepler(nbody.eccentricity, nbody.G)
+    if kind == "pythagorean":
+        return pythagorean(nbody.G)
+    if kind == "plummer_binary":
+        return plummer_binary(nbody.n, nbody.seed, nbody.eccentricity, nbody.G)
     raise ConfigError(f"nbody.initial: {kind!r} is not generated here")
 
 
 def fixed_count(nbody):
     """The particle count a start imposes (None: nbody.n decides)."""
-    return {"figure8": 3, "kepler": 2}.get(nbody.initial)
+    return {"figure8": 3, "kepler": 2, "pythagorean": 3}.get(nbody.initial)
 
 
 # what a particle file holds: n bodies, rows in any order when /nbody/id says which is which

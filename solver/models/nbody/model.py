@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...config import ConfigError
-from ...integrators import INTEGRATORS
+from .integrators import INTEGRATORS
 from ...io.blocks import Dataset, read_blocks
 from ...parallel.mpi import MPI, all_ranks, check_memory
 from ...parallel.ring import Blocks
