@@ -143,10 +143,11 @@ class DiagnosticsLog:
                 lines = fh.read().split("\n")
         header, kept = lines[0], []
         if not header.startswith("step,"):
-            os.replace(self.path, self.path + ".damaged")
+            from .io.rotation import set_aside
+            aside = set_aside(self.path, "damaged")          # never over an earlier damaged copy
             what = "has no header" if plain else "is not a plain file"
             emit(sys.stderr, f"solver: warning: {self.path} {what}; moved aside to "
-                             f"diagnostics.csv.damaged and started anew\n")
+                             f"{os.path.basename(aside)} and started anew\n")
             return
         width = len(header.split(","))
         for line in lines[1:]:

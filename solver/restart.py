@@ -34,6 +34,7 @@ from .models import get, load_settings
 from .parallel.mpi import emit, root_decides
 
 MARKER = ".solver-run"
+SUBDIRS = ("checkpoints", "snapshots", "plots")       # where a run writes inside its directory
 
 
 def _candidates(directory: str, what: str) -> list[str]:
@@ -194,8 +195,15 @@ class OutputDir:
         same descriptor, then write the run's id into it (``rewrite``, or when
         it was empty).  The advisory lock is released by the OS when this
         process ends, however it ends; file systems without locks skip it.
-        A link at the marker's name is never followed."""
+        A link at the marker's name is never followed, and a link where the
+        run keeps its files is refused (never written through)."""
         import fcntl
+        for name in SUBDIRS:
+            inner = os.path.join(self.path, name)
+            if os.path.islink(inner):
+                raise ConfigError(f"--output: {inner} is a symbolic link; the run writes only into directories "
+                                  f"of its own: replace the link with a directory, or choose another output "
+                                  f"directory (nothing was changed)")
         marker = os.path.join(self.path, MARKER)
         fd = os.open(marker, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
                      | (os.O_EXCL if exclusive else 0), 0o644)
@@ -293,8 +301,8 @@ def _claim_continued(directory, info, damaged=(), discard_newer=False) -> Output
     Newer ones that are damaged (``damaged``: [(path, why)], or unreadable)
     or discarded are moved aside when the run starts (renamed, never deleted)."""
     step = int(info.attrs["step"])
-    known = dict(damaged)
-    newer = [p for s, p in list_checkpoints(os.path.join(directory, "checkpoints")) if s > step]
+    known = {os.path.abspath(p): why for p, why in damaged}      # however the run's path was written
+    newer = [os.path.abspath(p) for s, p in list_checkpoints(os.path.join(directory, "checkpoints")) if s > step]
     why = {p: known.get(p) or (None if _readable(p) else "it cannot be read") for p in newer}
     sound = [p for p in newer if why[p] is None]
     if sound and not discard_newer:

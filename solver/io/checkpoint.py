@@ -97,8 +97,10 @@ def _injected_failure(step, rank, phase="before"):
 
 def root_attrs(step, nranks, created, attrs) -> dict:
     """Every checkpoint's root attributes, then the model's ``attrs``."""
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "solver_version": __version__,
+    head = {"format": FORMAT, "format_version": FORMAT_VERSION, "solver_version": __version__,
             "nranks": nranks, "created": created, "step": step, **attrs}
+    head[checksum.ATTRS_ATTR] = checksum.of_attrs(head)
+    return head
 
 
 _slow_write_warned = False

@@ -82,3 +82,35 @@ def of_array(array: np.ndarray) -> int:
 def attrs(value: int) -> dict:
     """The dataset attributes that store a checksum."""
     return {VALUE_ATTR: np.uint64(value & MASK), ALGORITHM_ATTR: ALGORITHM}
+
+
+ATTRS_ATTR = "attrs_checksum"       # a root attribute: SHA-256 of every other root attribute
+
+
+def _canonical(value) -> bytes:
+    """One byte string per attribute value, the same for what was written and
+    what h5py reads back (str or bytes, Python or NumPy numbers, arrays)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogateescape")
+    array = np.asarray(value)
+    if array.dtype.kind in "fc":
+        array = array.astype(np.complex128 if array.dtype.kind == "c" else np.float64)
+    elif array.dtype.kind in "iub":
+        array = array.astype(np.int64)
+    else:
+        return b"o" + repr(value).encode()
+    return array.dtype.str.encode() + repr(array.shape).encode() + array.tobytes()
+
+
+def of_attrs(attrs: dict) -> str:
+    """The checksum of a checkpoint's root attributes (step, time, dt, the
+    stored config...): a flipped bit there would silently change the run that
+    continues from it, as one in the data would."""
+    import hashlib
+    sha = hashlib.sha256()
+    for key in sorted(k for k in attrs if k != ATTRS_ATTR):
+        for part in (key.encode(), _canonical(attrs[key])):
+            sha.update(len(part).to_bytes(8, "little") + part)
+    return sha.hexdigest()

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 from ..config import ConfigError
-from ..parallel.mpi import MPI, emit, root_decides
+from ..parallel.mpi import MPI, root_decides
 from . import checksum
 from .blocks import parallel_io, read_block
 from .checkpoint import FORMAT, FORMAT_VERSION, one_line
@@ -142,6 +141,10 @@ def check_file(path, what, want=None, ours=True) -> FileInfo:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: _plain(f.attrs[k]) for k in f.attrs}
+            stored = attrs.get(checksum.ATTRS_ATTR)
+            if stored is not None and stored != checksum.of_attrs(attrs):
+                raise ChecksumMismatch(f"{what}: the root attributes of {path} (step, time, dt, config...) do not "
+                                       f"match their checksum (changed after it was written: damaged checkpoint)")
             if ours:
                 _check_attrs(attrs, path, what)
             shapes, dtypes, sums = {}, {}, {}
@@ -149,8 +152,8 @@ def check_file(path, what, want=None, ours=True) -> FileInfo:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
                     shapes[name], dtypes[name] = tuple(obj.shape), obj.dtype.str
-                    if checksum.ALGORITHM_ATTR in obj.attrs:
-                        sums[name] = (str(_plain(obj.attrs[checksum.ALGORITHM_ATTR])),
+                    if checksum.ALGORITHM_ATTR in obj.attrs or checksum.VALUE_ATTR in obj.attrs:
+                        sums[name] = (str(_plain(obj.attrs.get(checksum.ALGORITHM_ATTR, ""))),
                                       _stored_sum(obj.attrs.get(checksum.VALUE_ATTR)))
             f.visititems(visit)
     except OSError as exc:
@@ -171,17 +174,10 @@ class ChecksumMismatch(ConfigError):
 
 
 def _known(info, names):
-    """The datasets among ``names`` whose stored checksum this solver can check
-    (said once on rank 0 for an algorithm it does not know)."""
-    known = []
-    for name in names:
-        algorithm = info.checksums.get(name, (None,))[0]
-        if algorithm == checksum.ALGORITHM:
-            known.append(name)
-        elif algorithm is not None:
-            emit(sys.stderr, f"solver: warning: /{name} in {info.path} has a checksum of another kind "
-                             f"({algorithm!r}), not checked by this version\n")
-    return known
+    """The datasets among ``names`` that carry a checksum.  One whose algorithm
+    is missing or not this version's (edited metadata: a newer format says so
+    in ``format_version``) cannot match, so it counts as damaged."""
+    return [name for name in names if name in info.checksums]
 
 
 def _mismatch(info, what, names, totals):
