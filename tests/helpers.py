@@ -50,3 +50,19 @@ def gather_particles(model, root=0):
     x = model.blocks.allgather(model.x)
     v = model.blocks.allgather(model.v)
     return (x, v) if model.comm.rank == root else (None, None)
+
+
+def disk_filling_write(real, room=1000):
+    """``io.blocks.write_raw`` on a disk that fills ``room`` bytes into the
+    raw data (RLIMIT_FSIZE for the call): a short write that Open MPI's OMPIO
+    reports nowhere, for the tests of what finds it."""
+    import resource
+
+    def write(path, comm, offsets, datasets, opened=None):
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(offsets.max()) + room, hard))
+        try:
+            return real(path, comm, offsets, datasets, opened)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return write

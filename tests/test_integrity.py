@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, clean_env, run_solver, solver_cmd, without_launcher_report
-from helpers import make_heat
+from helpers import disk_filling_write, make_heat
 from solver.io.rotation import checkpoint_name, list_checkpoints, prune
 
 pytestmark = pytest.mark.timeout(300)
@@ -134,16 +134,7 @@ def test_a_short_write_is_found_and_the_checkpoint_abandoned(tmp_path, monkeypat
     if not blocks.parallel_io(MPI.COMM_SELF):
         pytest.skip("checkpoints are written through HDF5 here, which reports a short write itself")
     model = make_heat(MPI.COMM_SELF, "heat.shape=[64,64]", "heat.initial=random")
-    real = checkpoint.write_raw
-
-    def disk_fills_after_1000_bytes_of_data(path, comm, offsets, datasets, opened=None):
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (int(offsets.max()) + 1000, hard))
-        try:
-            return real(path, comm, offsets, datasets, opened)
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    monkeypatch.setattr(checkpoint, "write_raw", disk_fills_after_1000_bytes_of_data)
+    monkeypatch.setattr(checkpoint, "write_raw", disk_filling_write(checkpoint.write_raw))
     with pytest.raises(OSError, match="not stored whole"):
         checkpoint.write_checkpoint(str(tmp_path), 7, MPI.COMM_SELF, model.checkpoint_attrs(),
                                     model.checkpoint_datasets())

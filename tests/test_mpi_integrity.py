@@ -1,14 +1,13 @@
 """Checkpoint integrity across ranks: checksums that do not depend on the
 split, checked in parallel, and a short write found on every rank."""
 import os
-import resource
 
 import h5py
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-from helpers import make_heat, make_nbody
+from helpers import disk_filling_write, make_heat, make_nbody
 from solver.config import ConfigError
 from solver.io import blocks, checkpoint, checksum
 from solver.io.inputs import ChecksumMismatch, inspect, verify
@@ -80,16 +79,7 @@ def test_a_short_write_on_every_rank_abandons_the_checkpoint_everywhere(shared_t
     if not blocks.parallel_io(world):
         pytest.skip("checkpoints are written through HDF5 here, which reports a short write itself")
     model = make_heat(world, "heat.shape=[64,48]", "heat.initial=random")
-    real = checkpoint.write_raw
-
-    def disk_fills_after_1000_bytes_of_data(path, comm, offsets, datasets, opened=None):
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (int(offsets.max()) + 1000, hard))
-        try:
-            return real(path, comm, offsets, datasets, opened)
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    monkeypatch.setattr(checkpoint, "write_raw", disk_fills_after_1000_bytes_of_data)
+    monkeypatch.setattr(checkpoint, "write_raw", disk_filling_write(checkpoint.write_raw))
     with pytest.raises(OSError) as caught:
         checkpoint.write_checkpoint(shared_tmp, 9, world, model.checkpoint_attrs(), model.checkpoint_datasets())
     assert world.allgather("not stored whole" in str(caught.value)).count(True) >= 1
