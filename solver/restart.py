@@ -95,12 +95,12 @@ def first_sound(candidates, comm, named: bool):
 def settings_from_checkpoint(info, overrides):
     """The run's own config, stored in the checkpoint, with --set overrides."""
     name = os.path.basename(run_dir_of(info.path))
+    text, source = str(info.attrs["config"]), f"config stored in {info.path}"
     try:
-        return load_settings(str(info.attrs["config"]), f"config stored in {info.path}", overrides, name)
+        load_settings(text, source, [], name)
     except ConfigError as exc:
-        if str(exc).startswith("--set"):
-            raise
         raise ConfigError(f"--restart: the config stored in {info.path} is not valid ({exc})") from None
+    return load_settings(text, source, overrides, name)     # an error now is the user's --set (or --backend)
 
 
 def check_compatible(settings, info):

@@ -89,3 +89,11 @@ def test_a_linked_checkpoints_directory_is_refused(tmp_path):
     r = run_solver(["run", "--output", str(run), *CASE, "--set", "time.steps=10"])
     assert r.returncode == 2 and "symbolic link" in r.stderr, r.stderr
     assert os.listdir(victim) == [] and sorted(os.listdir(run)) == ["checkpoints"]
+
+
+def test_a_bad_set_on_a_restart_is_named_as_the_users(tmp_path):
+    run = str(tmp_path / "run")
+    _ok(run_solver(["run", "--output", run, *CASE, "--set", "time.steps=10"]))
+    r = run_solver(["run", "--restart", "latest", "--output", run, "--set", "output.keep=-1"])
+    assert r.returncode == 2 and "stored" not in r.stderr and "output.keep" in r.stderr, r.stderr
+    assert r.stderr.strip().startswith("solver: error: output.keep")
