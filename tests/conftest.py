@@ -78,5 +78,13 @@ def run_solver(args, np=None, cwd=None, timeout=120, env=None):
 
 
 @pytest.fixture
+def shared_tmp(tmp_path):
+    """One temporary directory, the same on every rank of an MPI test (rank 0's)."""
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    return world.bcast(str(tmp_path) if world.rank == 0 else None, root=0)
+
+
+@pytest.fixture
 def solver():
     return run_solver

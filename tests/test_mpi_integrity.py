@@ -16,11 +16,6 @@ pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 world = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_tmp(tmp_path):
-    return world.bcast(str(tmp_path) if world.rank == 0 else None, root=0)
-
-
 def _stored_and_whole(path):
     """{name: (stored checksum, checksum of the whole dataset)}, on rank 0."""
     with h5py.File(path, "r") as f:

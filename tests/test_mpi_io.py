@@ -17,11 +17,6 @@ pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 world = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_tmp(tmp_path):
-    return world.bcast(str(tmp_path) if world.rank == 0 else None, root=0)
-
-
 @pytest.mark.parametrize("n", [0, 1, 3])
 def test_ranks_with_empty_blocks_take_part(shared_tmp, n):
     """Fewer rows than ranks: some ranks write and read nothing, nobody hangs."""

@@ -15,12 +15,6 @@ pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 world = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_tmp(tmp_path):
-    """One temporary directory, the same on every rank."""
-    return world.bcast(str(tmp_path) if world.rank == 0 else None, root=0)
-
-
 @pytest.mark.parametrize("shape", [[37, 23], [19, 13, 11]])
 def test_checkpoint_holds_global_field(shared_tmp, shape):
     model = run_to_end(make_heat(world, f"heat.shape={shape}", "heat.initial=random", "time.steps=3"))

@@ -20,11 +20,6 @@ pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 world = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_tmp(tmp_path):
-    return world.bcast(str(tmp_path) if world.rank == 0 else None, root=0)
-
-
 def test_a_nan_on_the_last_rank_stops_every_rank(shared_tmp):
     model = make_heat(world, "heat.shape=[24,24]", "time.steps=300", "output.checkpoint_every=10",
                       "output.keep=0", backend="cpu")

@@ -13,11 +13,6 @@ pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(120)]
 world = MPI.COMM_WORLD
 
 
-@pytest.fixture
-def shared_tmp(tmp_path):
-    return world.bcast(str(tmp_path) if world.rank == 0 else None, root=0)
-
-
 def _run_with_requests(out, asks):
     """Run a heat model with no end in sight while ``asks(step, triggers)``
     may make requests on this rank (the run ends only when one is honoured);
