@@ -107,9 +107,50 @@ if [ -z "${SOLVER_NO_PYCUDA:-}" ] && ! ls "$CACHE"/pycuda-*.whl >/dev/null 2>&1;
         || say "PyCUDA could not be built: the cuda backend's driver tests will be skipped"
 fi
 
+# --- 3c. PETSc and petsc4py for the implicit heat schemes.  PETSc comes from
+# the system (Debian's libpetsc-real-dev, built against the same Open MPI, or a
+# site's module via PETSC_DIR); petsc4py is built from source against it, once,
+# in a throwaway build environment (it needs Cython < 3), and cached ----------
+PETSC_DIR=${PETSC_DIR:-/usr/lib/petsc}
+if [ -z "${SOLVER_NO_PETSC:-}" ] && [ ! -f "$PETSC_DIR/include/petscversion.h" ] \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's PETSc (libpetsc-real-dev) for the implicit schemes"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq libpetsc-real-dev >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq libpetsc-real-dev >/dev/null 2>&1; } \
+        || say "libpetsc-real-dev could not be installed: implicit schemes will be unavailable"
+fi
+PETSC_CACHE=
+if [ -z "${SOLVER_NO_PETSC:-}" ] && [ -f "$PETSC_DIR/include/petscversion.h" ]; then
+    petsc_part() { awk -v k="PETSC_VERSION_$1" '$1=="#define" && $2==k {print $3}' "$PETSC_DIR/include/petscversion.h"; }
+    PETSC_VERSION="$(petsc_part MAJOR).$(petsc_part MINOR).$(petsc_part SUBMINOR)"
+    # petsc4py's minor version must match PETSc's; 3.18.5 is the last 3.18
+    PETSC4PY_VERSION=${PETSC4PY_VERSION:-$(petsc_part MAJOR).$(petsc_part MINOR).*}
+    case $PETSC4PY_VERSION in 3.18.\*) PETSC4PY_VERSION=3.18.5 ;; esac
+    NUMPY_VERSION=$("$VPY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null || echo 2.4.6)
+    PETSC_KEY=$(printf '%s\n' "$(readlink -f "$PETSC_DIR")" "$PETSC_VERSION" "$PETSC4PY_VERSION" "$NUMPY_VERSION" \
+                "$(ls -l "$PETSC_DIR"/lib/libpetsc*.so* 2>/dev/null | md5sum)" | sha256sum | cut -c1-12)
+    PETSC_CACHE=$CACHE/petsc-$PETSC_KEY
+    if ! ls "$PETSC_CACHE"/petsc4py-*.whl >/dev/null 2>&1; then
+        say "building petsc4py $PETSC4PY_VERSION against PETSc $PETSC_VERSION in $PETSC_DIR (about 4 minutes, once)"
+        BUILD_VENV=$(mktemp -d "${TMPDIR:-/tmp}/solver-petsc4py-build.XXXXXX")
+        if "$PYTHON" -m venv "$BUILD_VENV" \
+           && "$BUILD_VENV/bin/python" -m pip install -q "numpy==$NUMPY_VERSION" "Cython<3" "setuptools<70" wheel \
+           && mkdir -p "$PETSC_CACHE.part" \
+           && env PETSC_DIR="$PETSC_DIR" PETSC_ARCH= "$BUILD_VENV/bin/python" -m pip wheel -q --no-cache-dir --no-deps \
+                  --no-build-isolation --no-binary petsc4py -w "$PETSC_CACHE.part" "petsc4py==$PETSC4PY_VERSION"; then
+            rm -rf "$PETSC_CACHE" && mv "$PETSC_CACHE.part" "$PETSC_CACHE"
+        else
+            rm -rf "$PETSC_CACHE.part"
+            say "petsc4py could not be built: implicit schemes will be unavailable (explicit runs are unaffected)"
+        fi
+        rm -rf "$BUILD_VENV"
+    fi
+fi
+
 # --- 4. install (skipped when nothing changed) -------------------------------
 STAMP=$VENV/.solver-provisioned
-WANT="$KEY $(cat pyproject.toml | sha256sum | cut -c1-16) $(ls "$CACHE"/pycuda-*.whl 2>/dev/null | sha256sum | cut -c1-8)"
+WANT="$KEY $(cat pyproject.toml | sha256sum | cut -c1-16) $(ls "$CACHE"/pycuda-*.whl 2>/dev/null | sha256sum | cut -c1-8) $(ls "$PETSC_CACHE"/petsc4py-*.whl 2>/dev/null | sha256sum | cut -c1-8)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     say "installing solver and its dependencies into $VENV"
     "$VPY" -m pip install -q --force-reinstall --no-deps \
@@ -119,6 +160,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
         "$VPY" -m pip install -q "$CACHE"/pycuda-*.whl
         mkdir -p "$VENV/lib/solver-cuda-stub"           # for the tests: see tests/test_kernels.py
         cp -a "$CACHE"/cuda-stub/libcuda.so* "$VENV/lib/solver-cuda-stub/"
+    fi
+    if [ -n "$PETSC_CACHE" ] && ls "$PETSC_CACHE"/petsc4py-*.whl >/dev/null 2>&1; then
+        "$VPY" -m pip install -q --force-reinstall --no-deps "$PETSC_CACHE"/petsc4py-*.whl
     fi
     echo "$WANT" > "$STAMP"
 fi
