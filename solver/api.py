@@ -365,6 +365,8 @@ class Simulation:
             self._helper = None
         if not self._started:
             self._release()
+        if self.comm.rank == 0:
+            self._out.unlock()
         if free:
             self.model.close()
 

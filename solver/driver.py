@@ -53,13 +53,14 @@ class Progress:
     Rates and ETAs are measured from the end of the first step taken, not
     from the start: that first step carries the start-up (JIT compilation,
     first touches of memory, device set-up) and would make the first ETA
-    many times too long.  ``clock``: seconds, for tests."""
+    many times too long.  ``stream``: default sys.stdout as it is when the
+    run starts; ``clock``: seconds, for tests."""
 
-    def __init__(self, start_step, end_step, comm, stream=sys.stdout, clock=_time.perf_counter):
+    def __init__(self, start_step, end_step, comm, stream=None, clock=_time.perf_counter):
         self.start, self.end = start_step, end_step
         self.root = comm.rank == 0
+        self.stream = stream = sys.stdout if stream is None else stream     # a notebook's, when it has its own
         self.live = self.root and is_terminal(stream)
-        self.stream = stream
         self.clock = clock
         self._since = None              # (step, clock) once the first step is done: what rates count from
         self._last_draw = 0.0
