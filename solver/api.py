@@ -299,7 +299,7 @@ class Simulation:
         """The global diagnostics now (collective): step, time, and the
         model's quantities (heat: total heat, min, max, errors against the
         exact solution where there is one; n-body: energies, momenta)."""
-        return self.model.diagnostics()
+        return {k: int(v) if k == "step" else float(v) for k, v in self.model.diagnostics().items()}
 
     def field(self, gather: bool = False, root: int = 0):
         """Heat: this rank's block of u as a NumPy array (array-axis order, no
