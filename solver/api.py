@@ -68,6 +68,13 @@ def _read_config_file(path, comm) -> str:
     return root_decides(comm, read)
 
 
+def _run_name(text, source) -> str:
+    """The NAME of a default run directory runs/NAME-TIMESTAMP: the config file's stem."""
+    if text is None:
+        return "default"
+    return "simulation" if source.startswith("<") else os.path.splitext(os.path.basename(source))[0]
+
+
 def shown_path(path) -> str:
     """How a path is printed and stored: relative to the working directory
     when it lies inside it (as a fresh run's default is), absolute otherwise."""
@@ -85,11 +92,16 @@ class Simulation:
     directory (default ``[output] dir``, else ``runs/NAME-TIMESTAMP``);
     ``backend``: "auto", "numpy", "cpu", "cuda", "opencl"; ``restart``: a
     checkpoint file, a run directory or "latest" (of ``output``), with
-    ``discard_newer`` as ``--discard-newer``.  ``quiet``: print nothing
-    (rank 0 prints progress lines otherwise).
+    ``discard_newer`` as ``--discard-newer``; ``name``: NAME of the default
+    run directory (default: the config file's stem).  ``quiet``: print
+    nothing (rank 0 prints progress lines otherwise).  ``handle_signals``:
+    take SIGUSR1, SIGTERM, SIGINT, ... as checkpoint and stop requests while
+    ``run`` runs, as the command line does (a library leaves them alone).
 
-    Making it reads and checks everything and claims the run directory;
-    nothing is written there before the first ``run`` or ``checkpoint``.
+    Making it (collective) reads and checks everything and claims the run
+    directory (creates it, or locks the run's own on a restart); nothing is
+    written into it before the first ``run`` or ``checkpoint``, and
+    ``close`` gives back a claim that was never used.
     """
 
     def __init__(self, config: dict | None = None, *, set: dict | None = None, comm=None, output=None,
@@ -103,9 +115,8 @@ class Simulation:
             overrides.append(f"backend.name={backend}")
         if config is not None:
             _text, _source = _toml_text(config), _source or "<dict>"
-        name = name or (os.path.splitext(os.path.basename(_source))[0] if _text is not None and _source
-                        and not _source.startswith("<") else "default" if _text is None else "simulation")
-        self._setup(_text, _source or "<default>", overrides, name, output, restart, discard_newer)
+        source = _source or "<default>"
+        self._setup(_text, source, overrides, name or _run_name(_text, source), output, restart, discard_newer)
 
     @classmethod
     def from_toml(cls, path, *, set: dict | None = None, comm=None, **options) -> Simulation:
@@ -214,7 +225,7 @@ class Simulation:
 
     # --- running (collective) --------------------------------------------------
     def run(self, steps: int | None = None, t_end: float | None = None) -> dict:
-        """Advance ``steps`` more steps, or up to simulated time ``t_end``
+        """(Collective.) Advance ``steps`` more steps, or up to simulated time ``t_end``
         (which must lie a whole number of steps of dt ahead: the step lands
         on it exactly), or with neither to the config's end.  Diagnostics go
         to ``diagnostics.csv`` and the progress lines; checkpoints follow
@@ -282,7 +293,7 @@ class Simulation:
         return summary
 
     def checkpoint(self) -> str:
-        """Write a checkpoint of the state now (unless the newest one this
+        """(Collective.) Write a checkpoint of the state now (unless the newest one this
         Simulation wrote is of this very step) and return its path.  Any
         rank count can restart it: ``Simulation(restart=PATH, ...)``."""
         step, path = self._last_checkpoint
