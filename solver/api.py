@@ -140,7 +140,7 @@ class Simulation:
                                     lambda: load_settings(text, source, overrides, name), overrides)
         out.path = shown_path(out.path)
         self._out, self.restart_info = out, info
-        self._helper, self._started, self._closed = None, False, False
+        self._helper, self._started, self._closed, self._broken = None, False, False, None
         self._last_checkpoint = (None, None)         # (step, path) of the newest checkpoint written
         try:                             # bad input found from here on leaves no trace of the claim
             self.backend = agree(comm, get_backend, settings.backend, comm, settings.device,
@@ -168,6 +168,11 @@ class Simulation:
         from .triggers import Triggers
         if self._closed:
             raise RuntimeError("this Simulation is closed")
+        if self._broken:
+            newest = f" ({self._last_checkpoint[1]})" if self._last_checkpoint[1] else ""
+            raise RuntimeError(f"this Simulation stopped with {self._broken}, and its state may be incomplete; "
+                               f"continue from its newest checkpoint{newest}: "
+                               f"Simulation(restart='latest', output={self.output_dir!r})")
         if self._started:
             return
         settings = self.settings
@@ -277,8 +282,12 @@ class Simulation:
             log(f"output: {self.output_dir}", comm)
         model.end_step = target
         lineage = {"run_id": self._out.run_id, **({"parent": self._out.parent} if self._out.parent else {})}
-        summary = run(model, self.settings, self.output_dir, comm, triggers, self._helper, quiet=self.quiet,
-                      lineage=lineage)
+        try:
+            summary = run(model, self.settings, self.output_dir, comm, triggers, self._helper, quiet=self.quiet,
+                          lineage=lineage)
+        except BaseException as exc:     # the state may be half a step on, or not finite
+            self._broken = f"{type(exc).__name__} at step {model.step_count}"
+            raise
         self._last_checkpoint = (model.step_count, summary["checkpoint"])
         if not self.quiet and summary["steps"]:
             t = summary["timers"]

@@ -104,7 +104,12 @@ def test_numerical_failure_is_an_exception_not_an_exit(tmp_path):
     sim = solver.Simulation(config, output=tmp_path / "run", backend="numpy", quiet=True)
     with pytest.raises(FloatingPointError, match="same position"):
         sim.run()
+    with pytest.raises(RuntimeError, match="restart='latest'"):     # not carried on from a bad state
+        sim.run(steps=1)
     sim.close(free=False)
+    again = solver.Simulation(restart="latest", output=tmp_path / "run", backend="numpy", quiet=True)
+    assert again.step == 1
+    again.close()
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step_000000001.h5", "step_000000001.xdmf"]
 
 
