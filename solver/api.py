@@ -87,7 +87,8 @@ class Simulation:
 
     ``config``: a dict of TOML tables, e.g. ``{"problem": {"kind": "nbody"},
     "nbody": {"initial": "figure8"}}`` (None: the built-in default heat
-    problem); ``set``: overrides, ``{"SECTION.KEY": value}``; ``comm``: the
+    problem); ``set``: overrides, ``{"SECTION.KEY": value}`` (or ``--set``
+    strings, ``["SECTION.KEY=VALUE", ...]``); ``comm``: the
     ranks that run it (default MPI.COMM_WORLD); ``output``: the run
     directory (default ``[output] dir``, else ``runs/NAME-TIMESTAMP``);
     ``backend``: "auto", "numpy", "cpu", "cuda", "opencl"; ``restart``: a
