@@ -75,122 +75,31 @@ def parse_args(argv):
     return build_parser().parse_args(argv)
 
 
-def _read_text(path):
-    """A config file's text: a regular file of at most 1 MiB (not a FIFO or a device)."""
-    from .config import read_small_text
-    try:
-        return read_small_text(path, "config file")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (see configs/ for examples)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-
-
-def _read_config(path, comm):
-    """Rank 0 reads the file and broadcasts it: every rank parses the same text."""
-    from .parallel.mpi import root_decides
-    return root_decides(comm, _read_text, path)
-
-
-def _overrides(args):
-    overrides = list(args.overrides)
-    if args.backend:
-        overrides.append(f"backend.name={args.backend}")
-    return overrides
-
-
-def load(args, comm):
-    """Settings from the config file named on the command line, or the built-in default."""
-    from .models import load_settings
-    if args.config:
-        name = os.path.splitext(os.path.basename(args.config))[0]
-        return load_settings(_read_config(args.config, comm), args.config, _overrides(args), name)
-    return load_settings(None, "<default>", _overrides(args), "default")
-
-
-def shown_path(path) -> str:
-    """How a path is printed and stored: relative to the working directory
-    when it lies inside it (as a fresh run's default is), absolute otherwise."""
-    relative = os.path.relpath(path)
-    return relative if not relative.startswith("..") else os.path.abspath(path)
-
-
-def prepare_output_dir(directory, comm):
-    if comm.rank == 0:
-        os.makedirs(os.path.join(directory, "checkpoints"), exist_ok=True)
-    comm.Barrier()
-
-
 def cmd_run(args, comm) -> int:
-    import dataclasses
+    """A thin layer over the Python API: a Simulation run to its end."""
+    from .api import Simulation
+    from .parallel.mpi import log
+    from .triggers import EXIT_STOPPED
 
-    from .backends import get_backend
-    from .driver import run
-    from .io.aio import AsyncHelper
-    from .models import get, make_model
-    from .parallel.mpi import agree, log, root_decides
-    from .restart import plan
-    from .triggers import EXIT_STOPPED, Triggers
-
-    settings, out, restart = agree(comm, plan, args, comm, lambda: load(args, comm), _overrides(args))
-    output_dir = out.path = shown_path(out.path)
-    helper = None
-    try:                                 # bad input found from here on leaves no trace of the claim
-        backend = agree(comm, get_backend, settings.backend, comm, settings.device, settings.gpu_aware_mpi)
-        settings = settings.replace(output=dataclasses.replace(settings.output, dir=output_dir))
-        model = agree(comm, make_model, settings, comm, backend, restart)
-        agree(comm, model.set_initial)
-        settings = model.settings
-        if restart is not None and model.step_count >= model.end_step:
-            log(f"{restart.path} is at step {model.step_count}, and the run ends at step {model.end_step}: "
-                f"nothing to do (extend it with --set time.steps=N)")
-            if comm.rank == 0:
-                out.release()
-            return 0
-        triggers = Triggers(settings.time.wall_limit)
-        if comm.rank == 0:               # the status port is bound before anything is written
-            spec = get(settings.kind)
-            helper = agree(comm, AsyncHelper, output_dir, triggers, spec.xdmf_grid, settings.output.status_port,
-                           spec.picture if settings.output.snapshots else None)
-        else:
-            agree(comm, lambda: None)
-        root_decides(comm, out.commit)   # the run starts: move aside what it replaces
-    except (ConfigError, KeyboardInterrupt):
-        if helper is not None:
-            helper.close()
-        if comm.rank == 0:
-            out.release()
-        raise
-    prepare_output_dir(output_dir, comm)
-    _state["output"] = output_dir
-
-    triggers.install()                   # before the first line, so a job that has printed can be signalled
+    options = dict(set=list(args.overrides), comm=comm, output=args.output, backend=args.backend,
+                   restart=args.restart, discard_newer=args.discard_newer, handle_signals=True)
+    sim = Simulation.from_toml(args.config, **options) if args.config else Simulation(**options)
+    if sim.restart_info is not None and sim.step >= sim.end_step:
+        log(f"{sim.restart_info.path} is at step {sim.step}, and the run ends at step {sim.end_step}: "
+            f"nothing to do (extend it with --set time.steps=N)")
+        sim.close()
+        return 0
+    _state["output"] = sim.output_dir
     _state["running"] = True
-    log(f"solver {__version__}: {model.describe()}, backend {backend.name}, dt={model.dt:.6g}, "
-        f"steps {model.step_count}->{model.end_step}")
-    if restart is not None:
-        n = restart.attrs["nranks"]
-        log(f"restart: from {restart.path} (written by {n} rank{'s' if n != 1 else ''})")
-    log(f"output: {output_dir}")
-
     try:
-        summary = run(model, settings, output_dir, comm, triggers, helper,
-                      lineage={"run_id": out.run_id, **({"parent": out.parent} if out.parent else {})})
-    finally:                             # (run() has made later stop signals harmless: Triggers.finish)
-        if helper is not None:
-            helper.close()
-    model.close()
-
-    t = summary["timers"]
-    rate = model.work_per_step * summary["steps"] / summary["loop_seconds"] if summary["loop_seconds"] > 0 else 0.0
-    log(f"done: {summary['steps']} steps in {summary['loop_seconds']:.3g} s, {rate:.4g} {model.work_name}/s; "
-        + ", ".join(f"{k} {v:.3g} s" for k, v in t.items() if v > 0) + " (max over ranks)")
-    log(f"wrote {summary['checkpoint']}")
-    for warning in summary["warnings"]:
-        log(f"warning: {warning}")
+        summary = sim.run()
+    except BaseException:                # (run() has made later stop signals harmless: Triggers.finish)
+        sim.close(free=False)
+        raise
+    sim.close()
     if summary["stopped"]:
-        log(f"stopped at step {model.step_count} of {model.end_step} ({summary['stopped']}); "
-            f"continue with: --restart latest --output {output_dir}")
+        log(f"stopped at step {sim.step} of {sim.end_step} ({summary['stopped']}); "
+            f"continue with: --restart latest --output {sim.output_dir}")
         return EXIT_STOPPED
     return 0
 

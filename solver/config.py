@@ -374,6 +374,9 @@ def _toml_value(v) -> str:
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
+toml_value = _toml_value      # a value as TOML text (the Python API turns set={...} into --set items)
+
+
 def _toml_char(c: str) -> str:
     """One character of a TOML basic string: quotes, backslashes and control characters escaped."""
     if c in '"\\':

@@ -48,14 +48,21 @@ class Timers:
 
 
 class Progress:
-    """Rank 0's progress: a live line on a terminal, plain lines in a log."""
+    """Rank 0's progress: a live line on a terminal, plain lines in a log.
 
-    def __init__(self, start_step, end_step, comm, stream=sys.stdout):
+    Rates and ETAs are measured from the end of the first step taken, not
+    from the start: that first step carries the start-up (JIT compilation,
+    first touches of memory, device set-up) and would make the first ETA
+    many times too long.  ``stream``: default sys.stdout as it is when the
+    run starts; ``clock``: seconds, for tests."""
+
+    def __init__(self, start_step, end_step, comm, stream=None, clock=_time.perf_counter):
         self.start, self.end = start_step, end_step
         self.root = comm.rank == 0
+        self.stream = stream = sys.stdout if stream is None else stream     # a notebook's, when it has its own
         self.live = self.root and is_terminal(stream)
-        self.stream = stream
-        self.t0 = _time.perf_counter()
+        self.clock = clock
+        self._since = None              # (step, clock) once the first step is done: what rates count from
         self._last_draw = 0.0
 
     def note(self, text):
@@ -63,22 +70,32 @@ class Progress:
         if self.root:
             emit(self.stream, ("\r\033[K" if self.live else "") + text + "\n")
 
+    def _seen(self, step):
+        """The clock starts at the first step boundary after the start."""
+        if self._since is None and step > self.start:
+            self._since = (step, self.clock())
+
     def _rate(self, step):
-        elapsed = _time.perf_counter() - self.t0
-        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        """(steps per second, seconds left); (0, nan) until a second boundary has been seen."""
+        self._seen(step)
+        s0, t0 = self._since or (step, 0.0)
+        elapsed = self.clock() - t0 if step > s0 else 0.0
+        rate = (step - s0) / elapsed if elapsed > 0 else 0.0
         eta = (self.end - step) / rate if rate > 0 else float("nan")
         return rate, eta
 
     def tick(self, step, sim_time):
         """Called every step; draws the live line at most five times a second."""
+        self._seen(step)
         if not self.live:
             return
-        now = _time.perf_counter()
+        now = self.clock()
         if now - self._last_draw < 0.2 and step != self.end:
             return
         self._last_draw = now
         rate, eta = self._rate(step)
-        emit(self.stream, f"\r  step {step}/{self.end}  t={sim_time:.6g}  {rate:.1f} steps/s  ETA {_eta(eta)}   ")
+        speed = f"{rate:.1f} steps/s  " if rate > 0 else ""
+        emit(self.stream, f"\r  step {step}/{self.end}  t={sim_time:.6g}  {speed}ETA {_eta(eta)}   ")
 
     def line(self, diag, warnings=()):
         if not self.root:
@@ -86,7 +103,7 @@ class Progress:
         rate, eta = self._rate(diag["step"])
         text = "  ".join([f"step {diag['step']}/{self.end}", f"t={diag['time']:.6g}"] + [
             f"{k}={v:.6g}" for k, v in diag.items() if k not in ("step", "time")])
-        if diag["step"] > self.start:
+        if rate > 0:
             text += f"  {rate:.1f} steps/s  ETA {_eta(eta)}"
         text += "".join(f"  WARNING: {w}" for w in warnings)
         emit(self.stream, ("\r\033[K" if self.live else "") + text + "\n")

@@ -243,6 +243,13 @@ class OutputDir:
                               f"{exc.strerror or exc}") from None
         self._aside = []
 
+    def unlock(self):
+        """Let another job (or a later Simulation in this process) claim the
+        directory before this process ends."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
     def release(self):
         """Undo a claim that was not used (bad input found after it)."""
         for path in reversed(self._created):
