@@ -155,6 +155,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     say "installing solver and its dependencies into $VENV"
     "$VPY" -m pip install -q --force-reinstall --no-deps \
         "$CACHE"/mpi4py-"$MPI4PY_VERSION"-*.whl "$CACHE"/h5py-"$H5PY_VERSION"-*.whl
+    # the distribution was once named "solver", like an unrelated PyPI package: drop an old install of ours
+    if "$VPY" -m pip show solver 2>/dev/null | grep -q "^Location: $VENV\|^Editable project location: $ROOT$"; then
+        "$VPY" -m pip uninstall -q -y solver
+    fi
     "$VPY" -m pip install -q -e ".[test]"
     if ls "$CACHE"/pycuda-*.whl >/dev/null 2>&1; then
         "$VPY" -m pip install -q "$CACHE"/pycuda-*.whl
