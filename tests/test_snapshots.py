@@ -218,6 +218,12 @@ def test_a_run_killed_while_writing_a_snapshot_leaves_every_earlier_one_readable
     assert len(paths) >= 3 and all(n.startswith(".") or n.startswith("snap_") for n in names)
     assert [read_snapshot(p)["step"] for p in paths] == list(range(len(paths)))
     assert all(_intact(p) for p in paths)
+    # no checkpoint was written: the run starts again in its directory, and the killed
+    # run's snapshots are moved aside (kept, out of the new run's history)
+    _ok(run_solver(args[:-2] + ["--set", "time.steps=2", "--output", run]))
+    assert _steps(run) == [0, 1, 2]
+    assert all(os.path.exists(p + ".abandoned") for p in paths)
+    assert len(_xdmf_times(run)) == 3
 
 
 @pytest.mark.parametrize("problem", ["heat", "nbody"])

@@ -121,26 +121,26 @@ class SnapshotSeries:
 
     # --- start of a run ---------------------------------------------------------------
     def begin(self, comm, step, time, branch) -> bool:
-        """Make the snapshot directory, clear out snapshots newer than
-        ``step`` (a continued run recomputes that stretch: those this run
-        wrote are removed, any other is moved aside as ``.discarded``),
-        read the earlier ones into the run's XDMF, and say whether a snapshot
-        of the start is due: step 0, a branch's first step, or a step on
-        the cadence whose snapshot is missing (collective)."""
+        """Make the snapshot directory and keep in it only this run's history
+        up to ``step``: this run's snapshots after ``step`` are removed (a
+        continued run recomputes that stretch, as it cuts diagnostics.csv
+        back), any other run's (one that died before its first checkpoint in
+        this directory) is moved aside as ``.abandoned``, never deleted.  Then
+        read the snapshots kept into the run's XDMF, and say whether a
+        snapshot of the start is due: step 0, a branch's first step, or a step
+        on the cadence whose snapshot is missing (collective)."""
         from ..parallel.mpi import root_decides
         return root_decides(comm, self._begin_on_root, step, time, branch)
 
     def _begin_on_root(self, step, time, branch):
-        from .rotation import set_aside
+        from .rotation import run_id_of, set_aside
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
         for later, path in list_snapshots(self.directory):
-            if later <= step:
-                continue
-            if run_id is not None and _run_id_of(path) == run_id:
+            if run_id_of(path) != run_id:
+                set_aside(path, "abandoned")
+            elif later > step:
                 os.remove(path)
-            else:
-                set_aside(path, "discarded")
         self.collection.begin([path for _, path in list_snapshots(self.directory)])
         if os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
             return False
@@ -178,8 +178,3 @@ class SnapshotSeries:
     def written(self, path):
         """Rank 0, once ``path`` is in place: list it in the run's XDMF."""
         self.collection.add(path)
-
-
-def _run_id_of(path):
-    from .rotation import run_id_of
-    return run_id_of(path)
