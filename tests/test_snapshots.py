@@ -270,3 +270,11 @@ def test_dt_shrinks_to_divide_snapshot_dt_and_is_kept_when_it_does():
     assert fit_snapshot_dt(2.0, 1.0) == 1.0
     dt = 1.0 / 3.0
     assert fit_snapshot_dt(dt, 1.0) is dt
+
+
+def test_a_snapshot_is_no_restart_point(tmp_path):
+    run = str(tmp_path / "run")
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=2", "--set", "output.snapshot_every=1", "--output", run]))
+    r = run_solver(["run", "--restart", snapshot_paths(run)[1], "--output", str(tmp_path / "other")])
+    assert r.returncode == 2 and "is not a solver checkpoint" in r.stderr
+    assert not os.path.exists(tmp_path / "other")
