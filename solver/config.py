@@ -288,6 +288,10 @@ def _check_known(raw: dict, source: str, schema: dict):
                 raise ConfigError(f"{source}: unknown key {section}.{key}{extra}; allowed in [{section}]: {', '.join(names)}")
 
 
+_EITHER = {("time", "steps"): "t_end", ("time", "t_end"): "steps",
+           ("output", "snapshot_every"): "snapshot_dt", ("output", "snapshot_dt"): "snapshot_every"}
+
+
 def load(text: str | None, source: str, overrides, name: str, models: dict, default: dict) -> Settings:
     """Parse TOML ``text`` (None: the tables of ``default``), apply ``--set``
     overrides and validate everything into frozen settings.  ``models``:
@@ -308,12 +312,13 @@ def load(text: str | None, source: str, overrides, name: str, models: dict, defa
         raw.setdefault(section, {})[key] = value
         explicit[section].add(key)
         from_set.add((section, key))
-        # time.steps and time.t_end are two ways to say where a run ends:
+        # time.steps and time.t_end are two ways to say where a run ends, and
+        # output.snapshot_every and snapshot_dt two cadences of snapshots:
         # one given with --set replaces the other from the file
-        other = {"steps": "t_end", "t_end": "steps"}.get(key) if section == "time" else None
-        if other and ("time", other) not in from_set:
-            raw.get("time", {}).pop(other, None)
-            explicit["time"].discard(other)
+        other = _EITHER.get((section, key))
+        if other and (section, other) not in from_set:
+            raw.get(section, {}).pop(other, None)
+            explicit[section].discard(other)
     merged = {s: {**defaults, **raw.get(s, {})} for s, defaults in schema.items()}
     try:
         kind = choice("problem.kind", merged["problem"]["kind"], tuple(models))

@@ -369,12 +369,12 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                              "time": model.time, "steps_per_second": rate,
                              "eta_seconds": eta if math.isfinite(eta) else None}
 
-    diag = diagnose()
     snap_next = sys.maxsize
     if snaps is not None:
         if snaps.begin(comm, start, model.time, bool(lineage and lineage.get("parent"))):
             snapshot()
         snap_next = snaps.next_step(start, model.time, model.dt)
+    diag = diagnose()
     stop_reason = None
     t0 = _time.perf_counter()
     try:

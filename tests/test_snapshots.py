@@ -278,3 +278,14 @@ def test_a_snapshot_is_no_restart_point(tmp_path):
     r = run_solver(["run", "--restart", snapshot_paths(run)[1], "--output", str(tmp_path / "other")])
     assert r.returncode == 2 and "is not a solver checkpoint" in r.stderr
     assert not os.path.exists(tmp_path / "other")
+
+
+def test_a_cadence_given_with_set_replaces_the_other_from_the_file():
+    from solver.config import ConfigError
+    from solver.models import load_settings
+    out = load_settings("[output]\nsnapshot_every = 5\n", "run.toml", ["output.snapshot_dt=0.5"]).output
+    assert (out.snapshot_every, out.snapshot_dt) == (0, 0.5)
+    out = load_settings(None, "<default>", ["output.snapshot_dt=0.5"]).output
+    assert (out.snapshot_every, out.snapshot_dt) == (0, 0.5)
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings("[output]\nsnapshot_every = 5\nsnapshot_dt = 0.5\n", "run.toml")

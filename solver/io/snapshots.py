@@ -133,6 +133,14 @@ class SnapshotSeries:
         return root_decides(comm, self._begin_on_root, step, time, branch)
 
     def _begin_on_root(self, step, time, branch):
+        from ..config import ConfigError
+        try:
+            return self._begin(step, time, branch)
+        except OSError as exc:
+            raise ConfigError(f"output: cannot prepare the snapshots in {self.directory}: "
+                              f"{exc.strerror or exc}; check the directory's permissions") from None
+
+    def _begin(self, step, time, branch):
         from .rotation import run_id_of, set_aside
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
