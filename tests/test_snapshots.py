@@ -199,7 +199,7 @@ def test_a_run_killed_while_writing_a_snapshot_leaves_every_earlier_one_readable
     snapdir = os.path.join(run, "snapshots")
     args = ["run", *HEAT, "--set", "time.steps=100000", "--set", "output.snapshot_every=1", "--output", run]
     # each write waits before its rename: the kill falls while a temporary file is there
-    proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_WRITE": "0.5"}),
+    proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_SNAPSHOT": "0.5"}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -289,3 +289,12 @@ def test_a_cadence_given_with_set_replaces_the_other_from_the_file():
     assert (out.snapshot_every, out.snapshot_dt) == (0, 0.5)
     with pytest.raises(ConfigError, match="not both"):
         load_settings("[output]\nsnapshot_every = 5\nsnapshot_dt = 0.5\n", "run.toml")
+
+
+def test_a_failed_snapshot_write_ends_the_run_on_every_rank_and_leaves_no_file(tmp_path):
+    run = str(tmp_path / "run")
+    r = run_solver(["run", *HEAT, "--set", "time.steps=10", "--set", "output.snapshot_every=3", "--output", run],
+                   np=2, env={"SOLVER_TEST_FAIL_WRITE": "6:1"})
+    assert r.returncode == 1 and "snapshot of step 6" in r.stderr and "injected failure" in r.stderr, r.stderr
+    assert _steps(run) == [0, 3]
+    assert not [n for n in os.listdir(os.path.join(run, "snapshots")) if n.endswith(".part")]
