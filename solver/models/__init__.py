@@ -14,6 +14,7 @@ Each model is a package here exposing the same names:
                           the model object (collective)
     xdmf_grid(f, href, indent), picture(path, out_dir), history_panels(cols, path)
                           how its output is shown
+    SNAPSHOT_FIELDS       {field name output.snapshot_fields may give: its dataset}
 
 A new model is a new package and a name in ``KINDS``.  Importing this
 module and the model packages is cheap (no MPI, no HDF5), because the

@@ -10,6 +10,9 @@ import numpy as np
 from ...io.figures import figure, run_name, save_figure
 from ...io.xdmf import hdf_item, numbers
 
+# what output.snapshot_fields may name: field -> its dataset in checkpoints and snapshots
+SNAPSHOT_FIELDS = {"u": "heat/u"}
+
 
 def xdmf_grid(f, href, indent) -> str:
     """Cell-centred data on a mesh of shape + 1 nodes, the first node at 0.

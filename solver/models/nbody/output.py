@@ -8,6 +8,10 @@ import os
 from ...io.figures import figure, run_name, save_figure
 from ...io.xdmf import hdf_item
 
+# what output.snapshot_fields may name: field -> its dataset in checkpoints and snapshots
+SNAPSHOT_FIELDS = {"positions": "nbody/position", "velocities": "nbody/velocity", "masses": "nbody/mass",
+                   "ids": "nbody/id"}
+
 
 def xdmf_grid(f, href, indent) -> str:
     x = f["nbody/position"]
