@@ -116,6 +116,12 @@ def _fresh_counts():
 
 _m = _Machine()
 counts = _m.counts
+trace = None        # a list to append what the host asks, in order: ("launch", name, grid, block, stream), ("sync", what)
+
+
+def _trace(*entry):
+    if trace is not None:
+        trace.append(entry)
 
 
 def reset_counts():
@@ -125,9 +131,10 @@ def reset_counts():
 
 def reset():
     """A fresh machine (no contexts, no memory), for a test that needs one."""
-    global _m, counts
+    global _m, counts, trace
     _m = _Machine()
     counts = _m.counts
+    trace = None
 
 
 def _need_init():
@@ -225,6 +232,7 @@ class Context:
     def synchronize():
         _need_context("cuCtxSynchronize")
         counts["host_syncs"] += 1
+        _trace("sync", "context")
         _run_all()
 
     @staticmethod
@@ -369,6 +377,7 @@ class Stream:
 
     def synchronize(self):
         counts["host_syncs"] += 1
+        _trace("sync", "stream")
         _run_until([(self, len(self.queue))])
 
     def is_done(self):
@@ -406,6 +415,7 @@ class Event:
 
     def synchronize(self):
         counts["host_syncs"] += 1
+        _trace("sync", "event")
         self._complete()
         return self
 
@@ -482,6 +492,7 @@ def memcpy_htod(dest, src):
     _need_context("cuMemcpyHtoD")
     counts["htod"] += 1
     counts["host_syncs"] += 1
+    _trace("sync", "memcpy_htod")
     _enqueue(None, _copy_in(dest, src, "memcpy_htod"), "")
 
 
@@ -489,6 +500,7 @@ def memcpy_dtoh(dest, src):
     _need_context("cuMemcpyDtoH")
     counts["dtoh"] += 1
     counts["host_syncs"] += 1
+    _trace("sync", "memcpy_dtoh")
     _enqueue(None, _copy_out(dest, src, "memcpy_dtoh"), "")
 
 
@@ -699,6 +711,7 @@ class Function:
         for h in handlers:
             h.pre_call(stream)
         counts["launches"] += 1
+        _trace("launch", self.name, grid, block, stream)
         seed = _m.rng.getrandbits(62)
 
         def run():
