@@ -25,6 +25,7 @@ import bisect
 import ctypes
 import os
 import random
+import weakref
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class _Machine:
         self.devices = int(os.environ.get("CUDA_SIM_DEVICES", "1"))
         self.memory = int(os.environ.get("CUDA_SIM_MEMORY", str(1 << 30)))
         self.contexts: list = []           # the context stack
-        self.live: dict = {}                # address -> DeviceAllocation
+        self.live = weakref.WeakValueDictionary()   # address -> DeviceAllocation (freed when dropped, as PyCUDA's)
         self.addresses: list = []           # sorted live addresses
         self.pinned: dict = {}              # address -> (nbytes, array)
         self.allocated = 0
@@ -277,8 +278,9 @@ class DeviceAllocation:
             return
         self.check_guards("something")
         self.freed = True
-        del _m.live[self.address]
-        _m.addresses.remove(self.address)
+        _m.live.pop(self.address, None)
+        if self.address in _m.addresses:
+            _m.addresses.remove(self.address)
         _m.allocated -= self.nbytes
         self._raw[GUARD:GUARD + self.nbytes] = 0xFF
         # the memory stays mapped (poisoned) so that queued work that still
@@ -312,7 +314,9 @@ def _allocation_at(address, nbytes=1):
     k = bisect.bisect_right(_m.addresses, address) - 1
     if k < 0:
         return None
-    alloc = _m.live[_m.addresses[k]]
+    alloc = _m.live.get(_m.addresses[k])
+    if alloc is None or alloc.freed:
+        return None
     return alloc if address + nbytes <= alloc.address + alloc.nbytes else None
 
 
