@@ -129,6 +129,27 @@ def test_cuda_sim_kernels_load_without_nvcc_from_images_built_with_the_package(c
     assert np.array_equal(a, b)
 
 
+def test_cuda_sim_backend_cuda_runs_on_a_node_without_nvcc(cuda, tmp_path, monkeypatch):
+    """python -m solver --backend cuda, with images built with the package
+    and no nvcc anywhere on PATH: the run completes on cuda."""
+    import cuda_sim
+    monkeypatch.setattr(cuda, "IMAGES", str(tmp_path / "images"))
+    cuda.build_images(str(tmp_path / "images"))
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if d != cuda_sim.BIN and not os.path.exists(os.path.join(d, "nvcc")))
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
+    env.update(PATH=path, XDG_CACHE_HOME=str(tmp_path / "cache"),
+               PYTHONPATH=REPO + os.pathsep + os.path.join(REPO, "tests"))
+    setup = f"from solver.backends import cuda; cuda.IMAGES = {str(tmp_path / 'images')!r}; assert cuda.nvcc() is None"
+    out = subprocess.run(cuda_sim.solver_command(["--backend", "cuda", "--set", "heat.shape=[24,20]", "--set",
+                                                  "time.steps=4", "--output", str(tmp_path / "r")], setup, False),
+                         capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "backend cuda" in out.stdout + out.stderr
+    assert (tmp_path / "r" / "checkpoints").is_dir()
+    assert not (tmp_path / "cache").exists()               # nothing was compiled
+
+
 def test_cuda_sim_without_images_or_nvcc_auto_does_not_pick_cuda(cuda, cuda_sim, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(cuda, "IMAGES", str(tmp_path / "none"))
     _no_nvcc(monkeypatch, cuda_sim)
@@ -283,3 +304,39 @@ def test_cuda_sim_a_rank_without_cuda_stops_every_rank_with_one_line(tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert len(lines) == 1 and "backend 'cuda' is not available on rank 1 (no CUDA device is visible" in lines[0], lines
     assert not (tmp_path / "r").exists()
+
+
+# --- restart across backends ---------------------------------------------------------
+def _sim_solver(args, np_=None, tmp=None):
+    import shutil
+
+    import cuda_sim
+    from conftest import clean_env
+    cmd = cuda_sim.solver_command(args)
+    if np_ is not None:
+        cmd = [shutil.which("mpiexec") or "mpiexec", "-n", str(np_), cmd[0], "-m", "mpi4py", *cmd[1:]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO,
+                         env=clean_env({"PYTHONPATH": REPO + os.pathsep + os.path.join(REPO, "tests")}))
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    return out
+
+
+@pytest.mark.parametrize("first, then, before, after", [("cuda", "numpy", 2, 1), ("numpy", "cuda", 1, 3)])
+def test_cuda_sim_restart_across_backends_is_bitwise(tmp_path, first, then, before, after):
+    """A checkpoint written on one backend continues on the other, on another rank count, bit for bit."""
+    import h5py
+    case = ["run", "configs/heat2d.toml", "--set", "heat.shape=[19,13,11]", "--set", "heat.extent=1.0",
+            "--set", "heat.modes=1", "--set", "heat.initial=random",
+            "--set", "heat.boundary=dirichlet", "--set", "heat.boundary_value=0.25",
+            "--set", "output.checkpoint_every=0", "--set", "output.log_every=1000"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    _sim_solver(case + ["--set", "time.steps=20", "--output", straight, "--backend", "numpy"])
+    _sim_solver(case + ["--set", "time.steps=9", "--output", split, "--backend", first], before)
+    r = _sim_solver(case + ["--set", "time.steps=20", "--output", split, "--restart", "latest", "--backend", then],
+                    after)
+    assert f"backend {then}" in r.stdout
+    fields = []
+    for run in (straight, split):
+        with h5py.File(os.path.join(run, "checkpoints", "step_000000020.h5"), "r") as f:
+            fields.append((f["heat/u"][...], float(f.attrs["time"])))
+    assert np.array_equal(fields[0][0], fields[1][0]) and fields[0][1] == fields[1][1]

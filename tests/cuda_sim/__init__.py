@@ -84,8 +84,10 @@ def forget_backend_state():
     driver.reset()
 
 
-def solver_command(args):
-    """argv that runs ``python -m solver ARGS`` on the simulated driver."""
-    code = ("import sys; sys.path.insert(0, %r); import cuda_sim; cuda_sim.install(); "
-            "from solver.cli import main; sys.argv = ['solver'] + sys.argv[1:]; sys.exit(main())") % os.path.dirname(HERE)
+def solver_command(args, setup="", nvcc_on_path=True):
+    """argv that runs ``python -m solver ARGS`` on the simulated driver
+    (``setup``: Python run first, after the driver is installed)."""
+    code = ("import sys; sys.path.insert(0, %r); import cuda_sim; cuda_sim.install(nvcc_on_path=%r)\n%s\n"
+            "from solver.cli import main; sys.argv = ['solver'] + sys.argv[1:]; sys.exit(main())\n") % (
+        os.path.dirname(HERE), nvcc_on_path, setup)
     return [sys.executable, "-c", code, *args]
