@@ -4,9 +4,9 @@ nvcc with ``--fmad=false`` so that the device rounds like the NumPy
 reference.
 
 No toolkit is needed at run time: the kernels are compiled when the
-package is built (``setup.py``, or ``python -m solver.backends.cuda
-build``: cubins for sm_80 and sm_90 and PTX for newer GPUs in one fatbin
-per kernel set, named by a digest of its source and options) and loaded
+package is built (``setup.py``, or ``make cuda-kernels`` in a source
+tree: cubins for sm_80 and sm_90 and PTX for newer GPUs in one fatbin per
+kernel set, named by a digest of its source and options) and loaded
 with ``module_from_buffer``.  Where no image matches the source, nvcc (on
 PATH or under CUDA_HOME) compiles one, with warnings as errors, into this
 user's cache (``$XDG_CACHE_HOME/solver/cuda``), written under a temporary
@@ -237,12 +237,15 @@ def forget():
     _state.clear()
     _staging.clear()
     _levels.clear()
+    _retired.clear()
 
 
 def _release():
     context = _state.pop("context", None)
     if context is not None:
         try:
+            _driver().Context.synchronize()
+            _retired.clear()
             _driver().Context.pop()
         except Exception:            # noqa: BLE001 - at exit, the driver may already be gone
             pass
@@ -334,6 +337,22 @@ class DeviceArray:
         """What mpi4py reads to hand this memory to a CUDA-aware MPI."""
         return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.buffer), False), "version": 3}
 
+    def __del__(self):
+        try:
+            _retired.append(self.buffer)
+        except Exception:            # noqa: BLE001 - half made, or at interpreter exit
+            pass
+
+
+# The memory of dropped arrays, kept until the host knows that the work
+# queued before has run (cuMemFree is not promised to wait for it): freed
+# after the next copy to the host or synchronize.
+_retired: list = []
+
+
+def _reap():
+    _retired.clear()
+
 
 class DeviceView:
     """Part of a DeviceArray's memory (a halo message), for a CUDA-aware MPI."""
@@ -367,6 +386,7 @@ def to_host(array) -> np.ndarray:
     out = np.empty(array.shape, array.dtype)
     if out.size:
         _driver().memcpy_dtoh(out, array.buffer)       # waits for the kernels before it
+        _reap()
     return out
 
 
@@ -374,6 +394,7 @@ def sync():
     """Wait until every queued kernel and copy has finished (for timings)."""
     if "context" in _state:
         _driver().Context.synchronize()
+        _reap()
 
 
 def use_gpu_aware_mpi():
@@ -679,8 +700,7 @@ def heat_fused(src, dst, stencil, steps, lo, hi, grow):
     shape = src.shape
     if steps > 1 and shape not in _levels:
         if len(_levels) > 4:
-            _state["compute"].synchronize()     # queued kernels may still use them: cuMemFree need not wait
-            _levels.clear()
+            _levels.clear()                     # (their memory is retired, not freed under queued kernels)
         _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
     if stencil.faces is None:
         kernel = prg.heat_step_2d if ndim == 2 else prg.heat_step_3d

@@ -192,8 +192,9 @@ class DeviceHaloExchange(HaloExchange):
         self._started = False
 
     def begin(self, padded) -> None:
-        self.backend.halo_gather(padded, self.plan)
-        self._started = False
+        self._started = not self.messages          # nothing to send: nothing to wait for
+        if self.messages:
+            self.backend.halo_gather(padded, self.plan)
 
     def _start(self):
         self._started = True
@@ -211,6 +212,8 @@ class DeviceHaloExchange(HaloExchange):
         if not self._started:
             self.backend.halo_wait(self.plan)
             self._start()
+        if not self.messages:
+            return
         for phase in range(self.phases):
             if phase:
                 for buf, box, parts in self._assembly[phase]:
