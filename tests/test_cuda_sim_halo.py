@@ -13,7 +13,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.mark.parametrize("shape, width, messages", [([24, 20, 16], 2, 6), ([24, 20, 16], 1, 6), ([40, 36], 3, 4)])
-def test_cuda_sim_one_exchange_is_two_launches_one_wait_one_copy_each_way(cuda_sim, shape, width, messages):  # noqa: F811
+def test_cuda_sim_one_exchange_is_two_launches_one_wait_one_copy_each_way(cuda_sim, shape, width,  # noqa: F811
+                                                                          messages):
     """Faces only (6 messages in 3-D, the axes in turn for a deep halo),
     every region gathered by one kernel into one buffer and back; the host
     waits once, after the interior kernels are queued; no timed events."""
@@ -39,7 +40,8 @@ def _gpu_aware_model(shape, boundary, fused, monkeypatch):
 
 @pytest.mark.parametrize("shape", [[21, 17], [13, 11, 9]])
 @pytest.mark.parametrize("fused", [1, 3])
-def test_cuda_sim_gpu_aware_exchange_is_bitwise_equal_to_the_reference(cuda_sim, shape, fused, monkeypatch):  # noqa: F811
+def test_cuda_sim_gpu_aware_exchange_is_bitwise_equal_to_the_reference(cuda_sim, shape, fused,  # noqa: F811
+                                                                        monkeypatch):
     """Messages straight from device memory (periodic: this rank is its
     own neighbour): the same bits as the reference, no copies to the host."""
     from helpers import make_heat

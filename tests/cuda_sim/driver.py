@@ -117,7 +117,8 @@ def _fresh_counts():
 
 _m = _Machine()
 counts = _m.counts
-trace = None        # a list to append what the host asks, in order: ("launch", name, grid, block, stream), ("sync", what)
+# a list to append what the host asks to, in order: ("launch", name, grid, block, stream), ("sync", what)
+trace = None
 
 
 def _trace(*entry):
