@@ -316,6 +316,9 @@ def check_memory(nbytes, what):
     drv = _driver()
     gpu = _context()
     free, total = drv.mem_get_info()
+    if nbytes > free and _retired:           # dropped arrays not yet freed: free them first
+        sync()
+        free, total = drv.mem_get_info()
     if nbytes > free:
         raise ConfigError(f"device memory: {what} needs {nbytes / 2**30:.3g} GiB on {gpu.name()}, which has "
                           f"{free / 2**30:.3g} GiB free of {total / 2**30:.3g} GiB; use more ranks (one GPU "
@@ -346,7 +349,7 @@ class DeviceArray:
 
 # The memory of dropped arrays, kept until the host knows that the work
 # queued before has run (cuMemFree is not promised to wait for it): freed
-# after the next copy to the host or synchronize.
+# after the next blocking copy to the host (a reduction's, to_host) or synchronize.
 _retired: list = []
 
 
@@ -604,6 +607,7 @@ def _reduce(kernel, array, box, width, *extra):
     getattr(_program("double"), kernel)(array.buffer, *args, *extra, drv.Out(partial),
                                         block=(group, 1, 1), grid=(groups, 1), stream=stream)
     stream.synchronize()
+    _reap()                 # the copy of the partials waited for all work queued before (legacy default stream)
     return partial
 
 
