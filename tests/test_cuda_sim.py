@@ -36,6 +36,20 @@ KERNEL void divergent_barrier(GLOBAL int* out)
 KERNEL void put(GLOBAL int* p, int v) { *p = v; }
 KERNEL void big_shared(GLOBAL double* p) { LOCAL double s[8192]; s[LOCAL_ID(0)] = 1; p[0] = s[0]; }
 KERNEL void fill(GLOBAL double* p, long n, double v) { long i = GLOBAL_ID(0); if (i <= n) p[i] = v; }
+KERNEL void warp_sums(GLOBAL const float* in, GLOBAL float* out, GLOBAL unsigned* votes)
+{
+    long i = GLOBAL_ID(0);
+    float v = in[i];
+    for (int d = 16; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
+    unsigned vote = __ballot_sync(0xffffffffu, in[i] > 0.5f);
+    float first = __shfl_sync(0xffffffffu, in[i], 3);
+    if (LOCAL_ID(0) % 32 == 0) { out[2 * (i / 32)] = v; out[2 * (i / 32) + 1] = first; votes[i / 32] = vote; }
+}
+KERNEL void divergent_shuffle(GLOBAL float* out)
+{
+    if (LOCAL_ID(0) == 5) return;
+    out[LOCAL_ID(0)] = __shfl_xor_sync(0xffffffffu, (float)LOCAL_ID(0), 1);
+}
 """
 
 
@@ -201,3 +215,16 @@ def test_cuda_sim_nvcc_makes_images_the_driver_runs(device, tmp_path):
     assert out[0] == 5
     with pytest.raises(drv.LogicError, match="image is invalid"):
         drv.module_from_buffer(b"\x7fELF not an image of the simulator")
+
+
+def test_cuda_sim_warp_shuffles_exchange_values_within_a_warp(device):
+    drv, mod = device
+    data = np.random.default_rng(0).random(128).astype(np.float32)
+    out, votes = np.zeros(8, np.float32), np.zeros(4, np.uint32)
+    mod.get_function("warp_sums")(drv.In(data), drv.Out(out), drv.Out(votes), block=(64, 1, 1), grid=(2, 1))
+    for w in range(4):
+        lanes = data[32 * w:32 * w + 32]
+        assert out[2 * w] == pytest.approx(lanes.sum(), rel=1e-5) and out[2 * w + 1] == lanes[3]
+        assert votes[w] == sum(1 << k for k in range(32) if lanes[k] > 0.5)
+    with pytest.raises(drv.LaunchError, match="divergent lanes"):
+        mod.get_function("divergent_shuffle")(drv.mem_alloc(4 * 32), block=(32, 1, 1), grid=(1, 1))

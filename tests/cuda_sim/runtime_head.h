@@ -15,6 +15,10 @@
 struct sim_dim3 { unsigned x, y, z; };
 extern "C" sim_dim3 threadIdx, blockIdx, blockDim, gridDim;
 extern "C" void sim_syncthreads(void);
+extern "C" void sim_syncwarp(void);
+extern "C" int sim_thread_index(void);
+extern "C" int sim_block_threads(void);
+extern "C" unsigned long long sim_warp_slots[1024];
 static const int warpSize = 32;
 
 #define __global__
@@ -57,4 +61,49 @@ template <class T> static inline T atomicMax(T* p, T v) { T old = *p; *p = old >
 template <class T> static inline T atomicMin(T* p, T v) { T old = *p; *p = old < v ? old : v; return old; }
 template <class T> static inline T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
 template <class T> static inline T atomicCAS(T* p, T cmp, T v) { T old = *p; if (old == cmp) *p = v; return old; }
+/* Warp-level exchange: every lane of the warp deposits its value, the warp
+   meets (sim_syncwarp: all its lanes, or the launch fails as divergent),
+   each lane reads its source lane's value, and the warp meets again. */
+#define __syncwarp(...) sim_syncwarp()
+static inline unsigned __activemask() { return 0xffffffffu; }
+template <class T> static inline T sim_shuffle(T v, int (*pick)(int, int, int), int arg, int width) {
+    int t = sim_thread_index(), lane = t % 32, base = t - lane, seg = lane / width * width;
+    unsigned long long cell = 0;
+    memcpy(&cell, &v, sizeof(T));
+    sim_warp_slots[t] = cell;
+    sim_syncwarp();
+    int src = pick(lane, arg, width);
+    if (src < seg || src >= seg + width || base + src >= sim_block_threads()) src = lane;
+    T out;
+    memcpy(&out, &sim_warp_slots[base + src], sizeof(T));
+    sim_syncwarp();
+    return out;
+}
+static inline int sim_pick_idx(int lane, int src, int width) { return lane / width * width + (src % width); }
+static inline int sim_pick_down(int lane, int delta, int width) { return lane + delta; }
+static inline int sim_pick_up(int lane, int delta, int width) { return lane - delta; }
+static inline int sim_pick_xor(int lane, int mask, int width) { return lane ^ mask; }
+template <class T> static inline T __shfl_sync(unsigned, T v, int src, int width = 32) {
+    return sim_shuffle(v, sim_pick_idx, src, width); }
+template <class T> static inline T __shfl_down_sync(unsigned, T v, unsigned d, int width = 32) {
+    return sim_shuffle(v, sim_pick_down, (int)d, width); }
+template <class T> static inline T __shfl_up_sync(unsigned, T v, unsigned d, int width = 32) {
+    return sim_shuffle(v, sim_pick_up, (int)d, width); }
+template <class T> static inline T __shfl_xor_sync(unsigned, T v, int m, int width = 32) {
+    return sim_shuffle(v, sim_pick_xor, m, width); }
+static inline unsigned __ballot_sync(unsigned, int pred) {
+    int t = sim_thread_index(), lane = t % 32, base = t - lane;
+    sim_warp_slots[t] = pred != 0;
+    sim_syncwarp();
+    unsigned bits = 0;
+    for (int k = 0; k < 32 && base + k < sim_block_threads(); k++) bits |= (unsigned)(sim_warp_slots[base + k] != 0) << k;
+    sim_syncwarp();
+    return bits;
+}
+static inline int __any_sync(unsigned m, int pred) { return __ballot_sync(m, pred) != 0; }
+static inline int __all_sync(unsigned m, int pred) {
+    int t = sim_thread_index(), base = t - t % 32, n = std::min(32, sim_block_threads() - base);
+    unsigned full = n == 32 ? 0xffffffffu : ((1u << n) - 1);
+    return __ballot_sync(m, pred) == full;
+}
 #line 1 "kernel source"

@@ -6,17 +6,18 @@
 #include <cstdio>
 #include <vector>
 
-extern "C" { sim_dim3 threadIdx, blockIdx, blockDim, gridDim; }
+extern "C" { sim_dim3 threadIdx, blockIdx, blockDim, gridDim; unsigned long long sim_warp_slots[1024]; }
 
 namespace {
 typedef void (*sim_entry)(void**);
-enum { RUNNING, AT_BARRIER, DONE };
+enum { RUNNING, AT_BARRIER, AT_WARP, DONE };
 const size_t STACK = 256 * 1024;
 
 struct Fiber { ucontext_t ctx; int state; unsigned x, y, z; };
 
 ucontext_t scheduler;
 std::vector<Fiber> fibers;
+size_t block_threads = 0;
 std::vector<char*> stacks;
 Fiber* current = nullptr;
 sim_entry entry_now = nullptr;
@@ -39,7 +40,6 @@ void fiber_main() {
 void resume(Fiber& f) {
     current = &f;
     threadIdx.x = f.x; threadIdx.y = f.y; threadIdx.z = f.z;
-    f.state = RUNNING;
     swapcontext(&scheduler, &f.ctx);
 }
 
@@ -57,8 +57,28 @@ int run_block(size_t n, char* err, size_t errlen) {
     }
     std::vector<size_t> order(n);
     for (size_t t = 0; t < n; t++) order[t] = t;
-    for (int round = 0;; round++) {
-        for (size_t k = 0; k < n; k++) resume(fibers[order[k]]);
+    for (;;) {
+        for (size_t k = 0; k < n; k++)
+            if (fibers[order[k]].state == RUNNING) resume(fibers[order[k]]);
+        /* a warp whose lanes all wait at a warp-level exchange goes on */
+        bool moved = false;
+        for (size_t w = 0; w < n; w += 32) {
+            size_t end = std::min(n, w + 32), waiting = 0, done = 0;
+            for (size_t t = w; t < end; t++) {
+                waiting += fibers[t].state == AT_WARP;
+                done += fibers[t].state == DONE;
+            }
+            if (waiting == 0) continue;
+            if (waiting != end - w) {
+                snprintf(err, errlen, "a warp-level exchange (__shfl*_sync, __syncwarp, __ballot_sync) reached by %zu "
+                         "lanes of warp %zu of block (%u, %u, %u) while %zu had returned and the others wait at "
+                         "__syncthreads (divergent lanes)", waiting, w / 32, blockIdx.x, blockIdx.y, blockIdx.z, done);
+                return 1;
+            }
+            for (size_t t = w; t < end; t++) fibers[t].state = RUNNING;
+            moved = true;
+        }
+        if (moved) continue;
         size_t done = 0, waiting = 0;
         for (size_t t = 0; t < n; t++) (fibers[t].state == DONE ? done : waiting)++;
         if (waiting == 0) return 0;
@@ -69,10 +89,20 @@ int run_block(size_t n, char* err, size_t errlen) {
             return 1;
         }
         /* every thread is at the barrier: release them in another order */
+        for (size_t t = 0; t < n; t++) fibers[t].state = RUNNING;
         for (size_t k = n; k > 1; k--) std::swap(order[k - 1], order[next_random() % k]);
     }
 }
 }
+
+extern "C" void sim_syncwarp(void) {
+    current->state = AT_WARP;
+    swapcontext(&current->ctx, &scheduler);
+}
+
+extern "C" int sim_thread_index(void) { return (int)(current - &fibers[0]); }
+
+extern "C" int sim_block_threads(void) { return (int)block_threads; }
 
 extern "C" void sim_syncthreads(void) {
     current->state = AT_BARRIER;
@@ -82,6 +112,7 @@ extern "C" void sim_syncthreads(void) {
 extern "C" int sim_launch(sim_entry entry, void** args, unsigned gx, unsigned gy, unsigned gz,
                           unsigned bx, unsigned by, unsigned bz, unsigned long long seed, char* err, size_t errlen) {
     size_t n = (size_t)bx * by * bz;
+    block_threads = n;
     while (stacks.size() < n) stacks.push_back((char*)malloc(STACK));
     if (fibers.size() < n) fibers.resize(n);
     entry_now = entry; args_now = args; rng_state = seed * 2654435761ULL + 0x9E3779B97F4A7C15ULL;
