@@ -160,6 +160,16 @@ def test_cuda_sim_without_images_or_nvcc_auto_does_not_pick_cuda(cuda, cuda_sim,
     assert get_backend("auto").name != "cuda"
 
 
+def test_cuda_sim_a_device_older_than_the_images_is_not_picked(cuda_sim, monkeypatch):      # noqa: F811
+    """Cubins for sm_80 and sm_90 and PTX for compute_90 cannot load on a
+    compute capability 7.x device: auto passes cuda by, and says why."""
+    from solver.backends import get_backend, status
+    monkeypatch.setitem(cuda_sim.driver.ATTRIBUTES, "COMPUTE_CAPABILITY_MAJOR", 7)
+    ok, why = status()["cuda"]
+    assert not ok and "compute capability 7.0" in why
+    assert get_backend("auto").name != "cuda"
+
+
 # --- 3. the compile cache ------------------------------------------------------------
 def test_cuda_sim_images_compiled_at_run_time_go_to_our_cache_complete(cuda, tmp_path, monkeypatch):
     """nvcc's output is written under a temporary name and renamed into

@@ -79,6 +79,10 @@ def available():
         return False, f"no usable CUDA driver ({exc})"
     if count == 0:
         return False, "no CUDA device is visible (CUDA_VISIBLE_DEVICES?)"
+    oldest = min(drv.Device(i).compute_capability() for i in range(count))
+    if oldest < (8, 0):
+        return False, (f"a visible device has compute capability {oldest[0]}.{oldest[1]}; the kernels are built "
+                       f"for 8.0 and newer ({', '.join(ARCHS)}, PTX {PTX})")
     return loadable()
 
 
