@@ -668,9 +668,10 @@ def _launch_box(kernel, lo, hi, args_for):
             kernel(*args_for(clo, chi), block=block, grid=grid, stream=_compute())
 
 
-def _face_launches(kernel, start, sa, ca, sb, cb, args_for):
+def _face_launches(kernel, ca, cb, args_for):
     """A face kernel (heat_wall, heat_edge_sum: rows p < ca along grid y,
-    cells r < cb along grid x) over the face, split where ca exceeds the grid limit."""
+    cells r < cb along grid x) over the face, split where ca exceeds the
+    grid limit; ``args_for(first row, rows)`` gives each launch's arguments."""
     block = _block_shape([cb, ca])
     for p0, p1 in _chunks(ca, block[1]):
         grid = (-(-cb // block[0]), -(-(p1 - p0) // block[1]), 1)
@@ -680,19 +681,18 @@ def _face_launches(kernel, start, sa, ca, sb, cb, args_for):
 def _walls(prg, buf, shape, lo, hi, grow, walls):
     """Ghost layers beyond the wall sides of the box [lo, hi) (see device.wall_faces)."""
     for k, start, sa, ca, sb, cb, toward, *_ in device.wall_faces(shape, lo, hi, grow):
-        _face_launches(prg.heat_wall, start, sa, ca, sb, cb,
-                       lambda p0, n, k=k, start=start, sa=sa, sb=sb, cb=cb, toward=toward:
-                       (buf, *map(np.int64, (start + p0 * sa, sa, n, sb, cb, toward)), *map(np.float64, walls[k])))
+        _face_launches(prg.heat_wall, ca, cb,
+                       lambda p0, n: (buf, *map(np.int64, (start + p0 * sa, sa, n, sb, cb, toward)),
+                                      *map(np.float64, walls[k])))
 
 
 def _edge_sums(prg, buf, shape, lo, hi, grow, sums):
     """Each wall's sums += its edge cells of the box [lo, hi)."""
     for k, start, sa, ca, sb, cb, toward, at, fa, fb in device.wall_faces(shape, lo, hi, grow):
         if sums[k] is not None:
-            _face_launches(prg.heat_edge_sum, start, sa, ca, sb, cb,
-                           lambda p0, n, k=k, start=start, sa=sa, sb=sb, cb=cb, toward=toward, at=at, fa=fa, fb=fb:
-                           (buf, *map(np.int64, (start + toward + p0 * sa, sa, n, sb, cb)), sums[k].buffer,
-                            *map(np.int64, (at + p0 * fa, fa, fb))))
+            _face_launches(prg.heat_edge_sum, ca, cb,
+                           lambda p0, n: (buf, *map(np.int64, (start + toward + p0 * sa, sa, n, sb, cb)),
+                                          sums[k].buffer, *map(np.int64, (at + p0 * fa, fa, fb))))
 
 
 _levels: dict = {}
@@ -722,9 +722,8 @@ def heat_fused(src, dst, stencil, steps, lo, hi, grow):
         _walls(prg, cur.buffer, shape, blo, bhi, grow, stencil.walls)
         _edge_sums(prg, cur.buffer, shape, lo, hi, grow, sums)
         out = dst if s == steps else _levels[shape][s % 2]
-        _launch_box(kernel, blo, bhi, lambda clo, chi, cur=cur, out=out:
-                    [cur.buffer, out.buffer] + [np.int64(n) for n in shape[1:]]
-                    + [np.int64(x) for x in (*clo, *chi)] + extra)
+        _launch_box(kernel, blo, bhi, lambda clo, chi: [cur.buffer, out.buffer, *map(np.int64, shape[1:]),
+                                                        *map(np.int64, (*clo, *chi)), *extra])
         cur = out
 
 
