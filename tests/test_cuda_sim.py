@@ -45,6 +45,14 @@ KERNEL void warp_sums(GLOBAL const float* in, GLOBAL float* out, GLOBAL unsigned
     float first = __shfl_sync(0xffffffffu, in[i], 3);
     if (LOCAL_ID(0) % 32 == 0) { out[2 * (i / 32)] = v; out[2 * (i / 32) + 1] = first; votes[i / 32] = vote; }
 }
+KERNEL void dynamic_reverse(GLOBAL int* out, GLOBAL const int* in)
+{
+    extern LOCAL int tile[];
+    int t = LOCAL_ID(0);
+    tile[t] = in[t];
+    BARRIER;
+    out[t] = tile[LOCAL_SIZE(0) - 1 - t];
+}
 KERNEL void divergent_shuffle(GLOBAL float* out)
 {
     if (LOCAL_ID(0) == 5) return;
@@ -228,3 +236,14 @@ def test_cuda_sim_warp_shuffles_exchange_values_within_a_warp(device):
         assert votes[w] == sum(1 << k for k in range(32) if lanes[k] > 0.5)
     with pytest.raises(drv.LaunchError, match="divergent lanes"):
         mod.get_function("divergent_shuffle")(drv.mem_alloc(4 * 32), block=(32, 1, 1), grid=(1, 1))
+
+
+def test_cuda_sim_dynamic_shared_memory_and_its_limit(device):
+    drv, mod = device
+    data = np.arange(64, dtype=np.int32)
+    out = np.zeros(64, np.int32)
+    reverse = mod.get_function("dynamic_reverse")
+    reverse(drv.Out(out), drv.In(data), block=(64, 1, 1), grid=(1, 1), shared=64 * 4)
+    assert np.array_equal(out, data[::-1])
+    with pytest.raises(drv.LaunchError, match="shared memory"):
+        reverse(drv.Out(out), drv.In(data), block=(64, 1, 1), grid=(1, 1), shared=49 * 1024)

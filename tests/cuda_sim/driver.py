@@ -7,7 +7,10 @@ promises and no more:
   an event wait, a legacy default-stream operation), then run it with the
   streams interleaved in a varying order;
 - launch limits: at most 1024 threads per block (z at most 64), grid x
-  below 2^31, grid y and z at most 65535, 48 KiB of shared memory per block;
+  below 2^31, grid y and z at most 65535, 48 KiB of shared memory per block
+  (static, and dynamic: ``extern __shared__`` arrays and ``shared=``);
+- warp-level exchanges (``__shfl*_sync``, ``__ballot_sync``) where the
+  lanes of a warp meet, divergent lanes being an error;
 - every kernel argument is checked against the kernel's signature (NumPy
   scalar types, pointers into live allocations of the right element type
   where the host array is known);

@@ -70,6 +70,15 @@ def kernels(source: str) -> dict[str, list[Param]]:
     return found
 
 
+DYNAMIC_SHARED = re.compile(r"extern\s+(?:__shared__|LOCAL)\s+([\w\s]+?)\s*(\w+)\s*\[\s*\]\s*;")
+
+
+def _dynamic_shared(source: str) -> str:
+    """``extern __shared__ T name[];`` (the launch's dynamic shared memory)
+    -> a pointer to the simulator's buffer for it."""
+    return DYNAMIC_SHARED.sub(lambda m: f"{m.group(1)}* const {m.group(2)} = ({m.group(1)}*)sim_dynamic_shared;", source)
+
+
 def _wrappers(found):
     out = []
     for name, params in found.items():
@@ -107,7 +116,7 @@ def build(source: str, options=()) -> tuple[str, dict[str, list[Param]], dict[st
     tail = open(os.path.join(HERE, "runtime_tail.h"), encoding="utf-8").read()
     flags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
              "-Wno-unused-function", "-Wno-unused-variable", *host_flags(options)]
-    text = head + source + "\n#line 1 \"simulator\"\n" + _wrappers(found) + tail
+    text = head + _dynamic_shared(source) + "\n#line 1 \"simulator\"\n" + _wrappers(found) + tail
     key = hashlib.sha256((text + "\0" + " ".join(flags) + CXX).encode()).hexdigest()[:24]
     lib = os.path.join(cache_dir(), f"{key}.so")
     if not os.path.exists(lib):

@@ -19,6 +19,7 @@ extern "C" void sim_syncwarp(void);
 extern "C" int sim_thread_index(void);
 extern "C" int sim_block_threads(void);
 extern "C" unsigned long long sim_warp_slots[1024];
+extern "C" unsigned long long sim_dynamic_shared[];    /* extern __shared__ arrays point here */
 static const int warpSize = 32;
 
 #define __global__

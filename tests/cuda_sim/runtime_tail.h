@@ -6,7 +6,8 @@
 #include <cstdio>
 #include <vector>
 
-extern "C" { sim_dim3 threadIdx, blockIdx, blockDim, gridDim; unsigned long long sim_warp_slots[1024]; }
+extern "C" { sim_dim3 threadIdx, blockIdx, blockDim, gridDim; unsigned long long sim_warp_slots[1024];
+              unsigned long long sim_dynamic_shared[48 * 1024 / 8]; }
 
 namespace {
 typedef void (*sim_entry)(void**);
