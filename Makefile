@@ -23,7 +23,7 @@ export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 export HWLOC_COMPONENTS ?= -opencl
 export PYTHON VENV
 
-.PHONY: setup run test test-serial test-mpi test-slurm info bench bench-startup bench-io clean
+.PHONY: setup run test test-serial test-mpi test-slurm info bench bench-startup bench-io clean cuda-kernels halo-counts
 
 setup:
 	@./.ci/provision.sh
@@ -60,6 +60,16 @@ test-slurm: setup
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache
+
+# The cuda backend's kernel images into kernels/cuda/ (what a package build
+# does with nvcc; a GPU node without the toolkit then loads them).
+cuda-kernels: setup
+	$(VPY) -c "from solver.backends import cuda; print(*cuda.build_images('kernels/cuda'), sep='\n')"
+
+# What one heat halo exchange asks of the device per rank, counted by the
+# simulated CUDA driver (tests/cuda_sim; docs/performance.md has the table).
+halo-counts: setup
+	PYTHONPATH=.:tests $(MPIEXEC) -n 4 $(VPY) -m mpi4py tests/cuda_sim/halo_counts.py --shape 64,64,64 --width 2
 
 # Kernels on 1 and 2 ranks against Devito, REBOUND and the copy bandwidth
 # (peers from `pip install .[bench]`), then mpiexec-to-first-step time.
