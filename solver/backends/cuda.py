@@ -135,6 +135,14 @@ def _context(index=None):
     return _state["device"]
 
 
+def forget():
+    """Drop this process's context, streams, modules and buffers without
+    touching the driver (for a test that swaps the driver underneath)."""
+    _state.clear()
+    _staging.clear()
+    _levels.clear()
+
+
 def _release():
     context = _state.pop("context", None)
     if context is not None:
