@@ -77,8 +77,9 @@ def test_the_float_force_loop_takes_at_most_16_instructions_per_pair_on_sm_90():
 
 @needs_tools
 def test_bench_sass_prints_the_count():
+    path = os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-m", "solver", "bench", "sass"], capture_output=True, text=True,
-                         timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])})
+                         timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
     assert out.returncode == 0, out.stderr
     line = [s for s in out.stdout.splitlines() if s.startswith("float force loop:")]
     assert line and line[0].endswith(": met"), out.stdout
