@@ -73,6 +73,10 @@ def test_cuda_sim_nbody_float32_forces_agree_with_float64_within_1e_5(cuda):
     ref.nbody_accel_jerk(x, v, np.arange(1000), x, v, m, 0, 1e-4, 1.0, acc0, jerk0)
     assert np.abs(acc - acc0).max() <= 1e-5 * np.abs(acc0).max()
     assert np.abs(jerk - jerk0).max() <= 1e-5 * np.abs(jerk0).max()
+    # without softening the pair at one point is counted (from both sides), the bodies themselves are not
+    out = np.zeros_like(x32)
+    assert cuda.nbody_accel(x32, x32, m32, 0, 0.0, 1.0, out, i0=0) == 2 and np.isfinite(out).all()
+    assert cuda.nbody_accel_jerk(x32, v32, np.arange(1000), x32, v32, m32, 0, 0.0, 1.0, out, out.copy()) == 2
 
 
 def test_cuda_sim_nbody_few_targets_split_the_sources_across_groups(cuda, monkeypatch):
