@@ -23,3 +23,30 @@ KERNEL void halo_unpack(GLOBAL real* RESTRICT u, long n1, long n2, long lo0, lon
     long t = GLOBAL_ID(0);
     if (t < count) u[box_index(t, n1, n2, lo0, lo1, lo2, m1, m2)] = buf[t];
 }
+
+/* Many boxes of one block to and from one buffer, one after another in
+   the order of the table: a whole halo exchange's regions in one launch.
+   table[6 k .. 6 k + 5] = (lo0, lo1, lo2, m1, m2, first) of box k, whose
+   cells are buf[first, first of box k + 1) (the last box's, up to total).
+   One work item per cell. */
+DEVICE long boxes_index(long t, long n1, long n2, GLOBAL const long* RESTRICT table, long nboxes)
+{
+    long k = 0;
+    while (k + 1 < nboxes && table[6 * (k + 1) + 5] <= t) k++;
+    GLOBAL const long* b = table + 6 * k;
+    return box_index(t - b[5], n1, n2, b[0], b[1], b[2], b[3], b[4]);
+}
+
+KERNEL void halo_pack_boxes(GLOBAL const real* RESTRICT u, long n1, long n2, GLOBAL const long* RESTRICT table,
+                            long nboxes, long total, GLOBAL real* RESTRICT buf)
+{
+    long t = GLOBAL_ID(0);
+    if (t < total) buf[t] = u[boxes_index(t, n1, n2, table, nboxes)];
+}
+
+KERNEL void halo_unpack_boxes(GLOBAL real* RESTRICT u, long n1, long n2, GLOBAL const long* RESTRICT table,
+                              long nboxes, long total, GLOBAL const real* RESTRICT buf)
+{
+    long t = GLOBAL_ID(0);
+    if (t < total) u[boxes_index(t, n1, n2, table, nboxes)] = buf[t];
+}

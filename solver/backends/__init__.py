@@ -94,18 +94,63 @@ def status() -> dict[str, tuple[bool, str]]:
 
 def get_backend(name: str, comm=None, device: int = -1, gpu_aware_mpi: bool = False):
     """The backend module for ``name`` ("auto": the best one available).
-    With ``comm`` (collective), a device backend also picks this rank's
-    device (``bind``): ``device``, or -1 for the rank's index on its node;
+    With ``comm`` (collective), the ranks first agree on what is available
+    (one backend for all, or the same ConfigError on every rank, before any
+    other collective), then a device backend picks this rank's device
+    (``bind``): ``device``, or -1 for the rank's index on its node;
     ``gpu_aware_mpi``: hand device buffers straight to MPI."""
-    mod = _find(name)
+    mod = _find(name) if comm is None else agreed(name, comm)
     if gpu_aware_mpi and not hasattr(mod, "use_gpu_aware_mpi"):
         raise ConfigError(f"backend.gpu_aware_mpi: the {mod.name} backend has no device buffers to hand to MPI; "
                           f"it applies to the cuda backend")
+    if gpu_aware_mpi:
+        _check_cuda_aware_mpi()
     if comm is not None and hasattr(mod, "bind"):
         mod.bind(comm, device)
         if gpu_aware_mpi:
             mod.use_gpu_aware_mpi()
     return mod
+
+
+def _check_cuda_aware_mpi():
+    """Where the MPI library says whether it is CUDA-aware, believe it."""
+    from mpi4py import MPI
+    query = getattr(MPI, "Query_cuda_support", None)
+    if query is not None and not query():
+        raise ConfigError(f"backend.gpu_aware_mpi: this MPI library is not CUDA-aware "
+                          f"(MPI.Query_cuda_support() is false: {MPI.Get_library_version().splitlines()[0][:60]}); "
+                          f"set backend.gpu_aware_mpi = false, or use an MPI built with CUDA support")
+
+
+def agreed(name: str, comm):
+    """``_find(name)`` with every rank of ``comm`` agreeing (collective, one
+    allgather): "auto" is the first backend available on every rank; a
+    backend named but missing on some rank is the lowest such rank's
+    ConfigError on all of them."""
+    candidates = list(_PREFERENCE) if name == "auto" else [name]
+    mine = {}
+    for candidate in candidates:
+        mod = _load(candidate) if candidate in _MODULES else None
+        try:
+            mine[candidate] = (False, "not part of this version") if mod is None else mod.available()
+        except Exception as exc:          # noqa: BLE001 - a crash is one rank's "no", not a hang
+            mine[candidate] = (False, f"{type(exc).__name__}: {exc}")
+    everyone = comm.allgather(mine) if comm.size > 1 else [mine]
+    if name == "auto":
+        for candidate in candidates:
+            if all(ranks[candidate][0] for ranks in everyone):
+                return _load(candidate)
+        raise ConfigError("backend.name: no backend is available on every rank")
+    if name in _MODULES and all(ranks[name][0] for ranks in everyone):
+        return _load(name)
+    for rank, ranks in enumerate(everyone):
+        if name in _MODULES and not ranks[name][0]:
+            some = comm.size > 1 and any(r[name][0] for r in everyone)
+            where = f"on rank {rank}" if some else "here"
+            usable = [n for n, (a, _) in status().items() if a]
+            raise ConfigError(f"backend.name: backend {name!r} is not available {where} ({ranks[name][1]}); "
+                              f"available: {', '.join(usable)}")
+    return _find(name)          # an unknown name: _find says so
 
 
 def _find(name: str):

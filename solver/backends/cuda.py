@@ -1,26 +1,41 @@
 """CUDA backend through PyCUDA: the device kernels of ``kernels/``, the
 same source the ``opencl`` backend runs (and CI runs on PoCL), compiled by
 nvcc with ``--fmad=false`` so that the device rounds like the NumPy
-reference, and with warnings as errors.
+reference (the n-body kernels apart: see "n-body" below).
 
-The design is the ``opencl`` backend's: heat state stays on the device
-(``DeviceArray``), halo regions are gathered by a kernel into contiguous
-device memory and copied asynchronously on a copy stream to page-locked
-host buffers for MPI (or, with ``backend.gpu_aware_mpi``, handed to a
-CUDA-aware MPI as device memory) while the interior kernels run on the
-compute stream, which waits on an event for the received ghosts;
-reductions bring back a few numbers; n-body state stays on the host.
+No toolkit is needed at run time: the kernels are compiled when the
+package is built (``setup.py``, or ``python -m solver.backends.cuda
+build``: cubins for sm_80 and sm_90 and PTX for newer GPUs in one fatbin
+per kernel set, named by a digest of its source and options) and loaded
+with ``module_from_buffer``.  Where no image matches the source, nvcc (on
+PATH or under CUDA_HOME) compiles one, with warnings as errors, into this
+user's cache (``$XDG_CACHE_HOME/solver/cuda``), written under a temporary
+name and renamed into place, so ranks that compile at once never read a
+half-written image.  ``available()`` is true only where a driver, a device
+and an image (or nvcc) are there.
+
+Heat state stays on the device (``DeviceArray``).  A halo exchange gathers
+every region it sends with one kernel into one buffer, copies it to
+page-locked host memory with one copy (or hands device memory to a
+CUDA-aware MPI) and the host waits on one event; what arrives goes back
+with one copy and one kernel, on a copy stream, while the interior kernels
+run on the compute stream, which waits on an event for the ghosts (see
+parallel/halo.py).  Launches put at least 128 threads in a block, along
+the box's long axes, and split a box whose rows or planes exceed CUDA's
+grid limit.  Reductions bring back a few numbers; n-body state stays on
+the host.
 
 One context per rank: the primary context of the device picked by
 node-local rank among the visible ones (``CUDA_VISIBLE_DEVICES`` applies),
 or ``backend.device``; never ``pycuda.autoinit``; it is popped at exit.
-Without a driver or a device the backend says why and is not used.  Its
-kernels run the code paths the ``opencl`` backend runs in CI, but this
-module itself has not yet run on a GPU.
+Without a driver, a device or kernels the backend says why and is not
+used.  Its host code runs in CI on a simulated driver (tests/cuda_sim);
+it has not yet run on a GPU.
 """
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import subprocess
@@ -28,12 +43,20 @@ import tempfile
 
 import numpy as np
 
+from .. import kernels
+from ..config import ConfigError
 from . import device
 from .numpy_ import hermite_correct, hermite_predict  # noqa: F401  (n-body state stays on the host)
 
 name = "cuda"
-ARCHS = ("sm_80", "sm_90")                  # A100, H100/H200
+ARCHS = ("sm_80", "sm_90")                  # A100, H100/H200: cubins in the image
+PTX = "compute_90"                          # and PTX, which the driver compiles for newer GPUs
 OPTIONS = ("--fmad=false", "-Werror", "all-warnings")
+IMAGES = os.path.join(kernels.HERE, "cuda")  # images built with the package
+# the kernel sets loaded at run time: name -> (families, real, nvcc options)
+BUILDS = {real: (kernels.FAMILIES, real, OPTIONS) for real in ("double", "float")}
+THREADS = 128                               # per block of a box launch, at least (when the box has them)
+GRID_YZ = 65535                             # CUDA's limit on grid y and z
 _state: dict = {}
 
 
@@ -56,11 +79,11 @@ def available():
         return False, f"no usable CUDA driver ({exc})"
     if count == 0:
         return False, "no CUDA device is visible (CUDA_VISIBLE_DEVICES?)"
-    return True, ""
+    return loadable()
 
 
 # ----------------------------------------------------------------------------
-# compiling
+# kernel images: built with the package, or compiled here into a cache of our own
 def nvcc() -> str | None:
     """The nvcc to use: on PATH, else under CUDA_HOME or CUDA_PATH."""
     found = shutil.which("nvcc")
@@ -77,23 +100,96 @@ class CompileError(RuntimeError):
     """nvcc refused a kernel source (its messages are in the text)."""
 
 
-def compile_cubin(source: str, arch: str = "sm_90", options=OPTIONS) -> bytes:
-    """The cubin of ``source`` (a whole program from ``kernels.source``) for
-    ``arch``, by nvcc with ``options`` (this backend's, by default)."""
+def _nvcc(source: str, target: list, options, suffix: str) -> bytes:
     compiler = nvcc()
     if compiler is None:
         raise CompileError("nvcc not found: put the CUDA toolkit's bin on PATH or set CUDA_HOME "
                            "(pip's cuda-toolkit[nvcc] brings one)")
     with tempfile.TemporaryDirectory(prefix="solver-nvcc-") as tmp:
-        src, out = os.path.join(tmp, "kernels.cu"), os.path.join(tmp, "kernels.cubin")
+        src, out = os.path.join(tmp, "kernels.cu"), os.path.join(tmp, "kernels" + suffix)
         with open(src, "w", encoding="utf-8") as fh:
             fh.write(source)
-        done = subprocess.run([compiler, "-cubin", f"-arch={arch}", *options, "-o", out, src],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run([compiler, *target, *options, "-o", out, src], capture_output=True, text=True,
+                              timeout=600)
         if done.returncode != 0:
-            raise CompileError(f"nvcc -arch={arch} failed:\n{done.stdout}{done.stderr}")
+            raise CompileError(f"nvcc {' '.join(target)} failed:\n{done.stdout}{done.stderr}")
         with open(out, "rb") as fh:
             return fh.read()
+
+
+def compile_cubin(source: str, arch: str = "sm_90", options=OPTIONS) -> bytes:
+    """The cubin of ``source`` (a whole program from ``kernels.source``) for
+    ``arch``, by nvcc with this backend's options."""
+    return _nvcc(source, ["-cubin", f"-arch={arch}"], options, ".cubin")
+
+
+def compile_fatbin(source: str, options=OPTIONS) -> bytes:
+    """One image with cubins for ARCHS and PTX for newer GPUs."""
+    target = ["-fatbin"] + [f"-gencode=arch=compute_{a[3:]},code={a}" for a in ARCHS]
+    target += [f"-gencode=arch={PTX},code={PTX}"]
+    return _nvcc(source, target, options, ".fatbin")
+
+
+def _build_source(build):
+    families, real, options = BUILDS[build]
+    return kernels.source("cuda", real, families), tuple(options)
+
+
+def image_name(build: str) -> str:
+    """The file name of a kernel set's image: a digest of what makes it."""
+    source, options = _build_source(build)
+    key = "\0".join([source, *options, *ARCHS, PTX]).encode()
+    return f"{build}-{hashlib.sha256(key).hexdigest()[:24]}.fatbin"
+
+
+def cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "solver", "cuda")
+
+
+def _found_image(build):
+    for folder in (IMAGES, cache_dir()):
+        path = os.path.join(folder, image_name(build))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def loadable():
+    """(True, "") where every kernel set has an image, or nvcc can make one."""
+    missing = [b for b in BUILDS if _found_image(b) is None]
+    if missing and nvcc() is None:
+        return False, (f"no kernel image for this version in {IMAGES} ({', '.join(missing)}) and no nvcc to "
+                       f"compile one: reinstall the package where nvcc is found, or put nvcc on PATH")
+    return True, ""
+
+
+def image(build: str) -> bytes:
+    """The image of a kernel set: built with the package, cached, or
+    compiled now (and cached, atomically)."""
+    from ..io.safefile import write_atomically
+    path = _found_image(build)
+    if path is not None:
+        with open(path, "rb") as fh:
+            return fh.read()
+    source, options = _build_source(build)
+    data = compile_fatbin(source, options)
+    os.makedirs(cache_dir(), exist_ok=True)
+    write_atomically(os.path.join(cache_dir(), image_name(build)), data, sync=False)
+    return data
+
+
+def build_images(dest: str) -> list[str]:
+    """Compile every kernel set into ``dest`` (the package build's step)."""
+    from ..io.safefile import write_atomically
+    os.makedirs(dest, exist_ok=True)
+    written = []
+    for build in BUILDS:
+        source, options = _build_source(build)
+        path = os.path.join(dest, image_name(build))
+        write_atomically(path, compile_fatbin(source, options), sync=False)
+        written.append(path)
+    return written
 
 
 def _arch(gpu) -> str:
@@ -152,6 +248,12 @@ def _release():
             pass
 
 
+def _event():
+    """An event for ordering only (timing costs at every record)."""
+    drv = _driver()
+    return drv.Event(drv.event_flags.DISABLE_TIMING)
+
+
 def device_copy(nbytes) -> float:
     """Seconds for one device-to-device copy of ``nbytes`` (the bandwidth bound of the bench)."""
     drv = _driver()
@@ -183,14 +285,10 @@ def peak_flops(precision="float64") -> float:
 
 
 class _Kernels:
-    """The kernels compiled for one ``real`` type (PyCUDA caches the cubin on disk)."""
+    """The kernels of one kernel set (see BUILDS), loaded from its image."""
 
-    def __init__(self, real):
-        from pycuda.compiler import SourceModule
-
-        from .. import kernels
-        self._module = SourceModule(kernels.source("cuda", real), options=["--fmad=false"], no_extern_c=True,
-                                    arch=_arch(_context()))
+    def __init__(self, build):
+        self._module = _driver().module_from_buffer(image(build))
         self._found = {}
 
     def __getattr__(self, kernel):
@@ -210,20 +308,43 @@ def _program(real="double"):
 
 # ----------------------------------------------------------------------------
 # arrays on the device
+def check_memory(nbytes, what):
+    """A ConfigError (one line) unless ``nbytes`` more fit in the device's free memory."""
+    drv = _driver()
+    gpu = _context()
+    free, total = drv.mem_get_info()
+    if nbytes > free:
+        raise ConfigError(f"device memory: {what} needs {nbytes / 2**30:.3g} GiB on {gpu.name()}, which has "
+                          f"{free / 2**30:.3g} GiB free of {total / 2**30:.3g} GiB; use more ranks (one GPU "
+                          f"each) or a smaller problem")
+
+
 class DeviceArray:
     """A C-ordered array in device memory: what ``zeros`` and ``from_host`` return."""
 
     def __init__(self, shape, dtype=np.float64):
-        _context()
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         self.size = int(np.prod(self.shape))
         self.nbytes = self.size * self.dtype.itemsize
+        check_memory(self.nbytes, f"an array of {'x'.join(map(str, self.shape)) or '1'} {self.dtype.name}")
         self.buffer = _driver().mem_alloc(max(self.nbytes, self.dtype.itemsize))
 
     @property
     def __cuda_array_interface__(self):
         """What mpi4py reads to hand this memory to a CUDA-aware MPI."""
         return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.buffer), False), "version": 3}
+
+
+class DeviceView:
+    """Part of a DeviceArray's memory (a halo message), for a CUDA-aware MPI."""
+
+    def __init__(self, base, offset, shape):
+        self.base, self.offset, self.shape, self.dtype = base, int(offset), tuple(shape), base.dtype
+
+    @property
+    def __cuda_array_interface__(self):
+        address = int(self.base.buffer) + self.offset * self.dtype.itemsize
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (address, False), "version": 3}
 
 
 def zeros(shape, dtype=np.float64) -> DeviceArray:
@@ -261,9 +382,15 @@ def use_gpu_aware_mpi():
     _state["gpu_aware"] = True
 
 
+def messages_on_device() -> bool:
+    """Whether halo messages are device memory (a CUDA-aware MPI)."""
+    return bool(_state.get("gpu_aware"))
+
+
 def halo_buffer(shape, dtype):
     """A halo region's message buffer: page-locked host memory (fast copies),
     or device memory with a CUDA-aware MPI."""
+    _context()                         # page-locked memory belongs to a context
     if _state.get("gpu_aware"):
         return DeviceArray(shape, dtype)
     return _driver().pagelocked_empty(tuple(shape), dtype)
@@ -280,7 +407,6 @@ def _stage(count, dtype):
 
 
 def _each_cell(kernel, stream, count, *args):
-    from .. import kernels
     group = kernels.CONSTANTS["GROUP"]
     kernel(*args, block=(group, 1, 1), grid=(max(1, -(-count // group)), 1), stream=stream)
 
@@ -295,18 +421,25 @@ def _compute():
     return stream
 
 
+def _after_compute():
+    """The copy stream, after the kernels queued so far on the compute stream."""
+    copy, written = _state["copy"], _event()
+    written.record(_compute())
+    copy.wait_for_event(written)
+    return copy
+
+
 def pack(array, where, out):
     """``out`` = ``array[where]``, on the copy stream: the halo_pack kernel
     (after the kernels that wrote ``array``) gathers the region into
     contiguous device memory and an async copy brings it to the page-locked
     host buffer; with a CUDA-aware MPI ``out`` is device memory.  Returns
-    when MPI may read ``out``; the interior kernels run on meanwhile."""
+    when MPI may read ``out``.  (One region per call: halo_plan does a whole
+    exchange at once.)"""
     drv = _driver()
     args, count = device.box3(array.shape, where)
-    prg, copy = _program("double"), _state["copy"]
-    written = drv.Event()
-    written.record(_compute())
-    copy.wait_for_event(written)
+    prg = _program("double")
+    copy = _after_compute()
     if isinstance(out, DeviceArray):
         _each_cell(prg.halo_pack, copy, count, array.buffer, *args, out.buffer)
     else:
@@ -329,7 +462,111 @@ def unpack(buf, array, where):
         stage = _stage(count, array.dtype)
         drv.memcpy_htod_async(stage, buf, copy)
         _each_cell(prg.halo_unpack, copy, count, array.buffer, *args, stage)
-    done = drv.Event()
+    done = _event()
+    done.record(copy)
+    _state["halo_in"].append(done)
+
+
+# ----------------------------------------------------------------------------
+# a whole halo exchange: every region in one buffer, one kernel and one copy each way
+class HaloPlan:
+    """The regions an exchange sends (``send_boxes``, gathered into
+    ``send``) and receives (``recv_boxes``, scattered from ``recv``) of a
+    block of ``shape``: ``send`` and ``recv`` are page-locked host memory
+    (or device memory with a CUDA-aware MPI), and ``send_views`` /
+    ``recv_views`` each region's part of them, shaped as the region."""
+
+    def __init__(self, shape, send_boxes, recv_boxes, dtype):
+        _context()
+        self.shape = tuple(shape)
+        self.send_table, send_total, send_shapes = self._table(send_boxes)
+        self.recv_table, recv_total, recv_shapes = self._table(recv_boxes)
+        self.totals = (send_total, recv_total)
+        self.nboxes = (len(send_boxes), len(recv_boxes))
+        on_device = messages_on_device()
+        self.send = DeviceArray((max(1, send_total),), dtype) if on_device else \
+            _driver().pagelocked_empty((max(1, send_total),), dtype)
+        self.recv = DeviceArray((max(1, recv_total),), dtype) if on_device else \
+            _driver().pagelocked_empty((max(1, recv_total),), dtype)
+        self.send_views = self._views(self.send, send_shapes, on_device)
+        self.recv_views = self._views(self.recv, recv_shapes, on_device)
+        if not on_device:           # device staging for the one copy each way
+            self.send_stage = DeviceArray((max(1, send_total),), dtype)
+            self.recv_stage = DeviceArray((max(1, recv_total),), dtype)
+        self.ready = None
+
+    def _table(self, boxes):
+        rows, first, shapes = [], 0, []
+        for box in boxes:
+            args, count = device.box3(self.shape, box)      # (n1, n2, lo0, lo1, lo2, m1, m2, count)
+            rows.append([int(a) for a in args[2:7]] + [first])
+            shapes.append(tuple(s.stop - s.start for s in box))
+            first += count
+        table = from_host(np.array(rows or [[0] * 6], np.int64).reshape(-1))
+        return table, first, shapes
+
+    @staticmethod
+    def _views(buf, shapes, on_device):
+        out, first = [], 0
+        for shape in shapes:
+            count = int(np.prod(shape))
+            out.append(DeviceView(buf, first, shape) if on_device else buf[first:first + count].reshape(shape))
+            first += count
+        return out
+
+
+def halo_plan(shape, send_boxes, recv_boxes, dtype=np.float64) -> HaloPlan:
+    return HaloPlan(shape, send_boxes, recv_boxes, dtype)
+
+
+def _n12(shape):
+    shape = (1,) * (3 - len(shape)) + tuple(shape)
+    return np.int64(shape[1]), np.int64(shape[2])
+
+
+def halo_gather(array, plan):
+    """Queue the gathering of every send region of ``array`` (after the
+    kernels that wrote it) into ``plan.send``: one kernel, and one copy to
+    the host; ``halo_wait`` or ``halo_ready`` tell when MPI may read it."""
+    prg, copy = _program("double"), _after_compute()
+    total = plan.totals[0]
+    target = plan.send if isinstance(plan.send, DeviceArray) else plan.send_stage
+    if total:
+        _each_cell(prg.halo_pack_boxes, copy, total, array.buffer, *_n12(array.shape), plan.send_table.buffer,
+                   np.int64(plan.nboxes[0]), np.int64(total), target.buffer)
+        if target is not plan.send:
+            _driver().memcpy_dtoh_async(plan.send, target.buffer, copy)
+    plan.ready = _event()
+    plan.ready.record(copy)
+
+
+def halo_ready(plan) -> bool:
+    """Whether the gathered regions have arrived (does not wait)."""
+    return plan.ready is None or plan.ready.query()
+
+
+def halo_wait(plan):
+    """Wait until MPI may read ``plan.send`` (the exchange's one host wait)."""
+    if plan.ready is not None:
+        plan.ready.synchronize()
+        plan.ready = None
+
+
+def halo_scatter(plan, array):
+    """Queue ``plan.recv`` into the receive regions of ``array``: one copy
+    and one kernel on the copy stream; the compute stream waits for them
+    before its next kernel (see _compute)."""
+    prg, copy = _program("double"), _state["copy"]
+    total = plan.totals[1]
+    if not total:
+        return
+    source = plan.recv
+    if not isinstance(plan.recv, DeviceArray):
+        _driver().memcpy_htod_async(plan.recv_stage.buffer, plan.recv, copy)
+        source = plan.recv_stage
+    _each_cell(prg.halo_unpack_boxes, copy, total, array.buffer, *_n12(array.shape), plan.recv_table.buffer,
+               np.int64(plan.nboxes[1]), np.int64(total), source.buffer)
+    done = _event()
     done.record(copy)
     _state["halo_in"].append(done)
 
@@ -337,7 +574,6 @@ def unpack(buf, array, where):
 # ----------------------------------------------------------------------------
 # reductions
 def _reduce(kernel, array, box, width, *extra):
-    from .. import kernels
     drv = _driver()
     group = kernels.CONSTANTS["GROUP"]
     args, count = device.box3(array.shape, box)
@@ -357,35 +593,77 @@ box_stats, all_finite, box_error = device.reductions(_reduce)     # same contrac
 # heat
 def heat_block(padded_shape, fields=0) -> int:
     """Steps per halo exchange: each level is one kernel launch over the
-    whole box (no reuse from cache), so fusing saves messages only; two."""
+    whole box (no reuse from cache), so fusing saves messages only; two.
+    The device memory the heat model will hold is checked here, before it
+    allocates anything: two states, two levels, the fields."""
+    check_memory((4 + fields) * 8 * int(np.prod(padded_shape)),
+                 f"a heat block of {'x'.join(map(str, padded_shape))} cells")
     return 2
 
 
-def _launch_box(kernel, lo, hi, *args):
-    sizes = [h - l for l, h in zip(lo, hi)][::-1] + [1] * (3 - len(lo))
-    block = (min(128, sizes[0]), 1, 1)
-    grid = (-(-sizes[0] // block[0]), sizes[1], sizes[2])
-    kernel(*args, block=block, grid=grid, stream=_compute())
+def _block_shape(sizes):
+    """Threads per block along (x, y, z) for a box of ``sizes`` cells (x
+    the contiguous axis): up to THREADS, along x first and then along the
+    other axes, so that a thin box still gets a full block along a long axis."""
+    block, room = [], THREADS
+    for k, n in enumerate(sizes):
+        b = 1
+        while b < n and b * 2 <= room and (k < 2 or b * 2 <= 64):
+            b *= 2
+        block.append(b)
+        room //= b
+    return tuple(block + [1] * (3 - len(block)))
 
 
-def _face_launch(cb, ca):
-    block = (min(128, cb), 1, 1)
-    return {"block": block, "grid": (-(-cb // block[0]), ca), "stream": _compute()}
+def _chunks(n, block):
+    """[start, stop) pieces of ``n`` rows, each within CUDA's grid limit for ``block``."""
+    most = GRID_YZ * block
+    return [(a, min(n, a + most)) for a in range(0, max(n, 1), most)]
+
+
+def _launch_box(kernel, lo, hi, args_for):
+    """Launch ``kernel`` over the box [lo, hi) (axis order; the last axis
+    is the contiguous one, grid x), in as many launches as the grid limit
+    needs along the others; ``args_for(lo, hi)`` gives each launch's arguments."""
+    sizes = [h - l for l, h in zip(lo, hi)][::-1]
+    block = _block_shape(sizes)
+    nd = len(lo)
+    ranges = [_chunks(sizes[1], block[1])] + ([_chunks(sizes[2], block[2])] if nd == 3 else [[(0, 1)]])
+    for y0, y1 in ranges[0]:
+        for z0, z1 in ranges[1]:
+            clo, chi = list(lo), list(hi)
+            clo[nd - 2], chi[nd - 2] = lo[nd - 2] + y0, lo[nd - 2] + y1
+            if nd == 3:
+                clo[0], chi[0] = lo[0] + z0, lo[0] + z1
+            grid = (-(-sizes[0] // block[0]), -(-(y1 - y0) // block[1]), -(-(z1 - z0) // block[2]))
+            kernel(*args_for(clo, chi), block=block, grid=grid, stream=_compute())
+
+
+def _face_launches(kernel, start, sa, ca, sb, cb, args_for):
+    """A face kernel (heat_wall, heat_edge_sum: rows p < ca along grid y,
+    cells r < cb along grid x) over the face, split where ca exceeds the grid limit."""
+    block = _block_shape([cb, ca])
+    for p0, p1 in _chunks(ca, block[1]):
+        grid = (-(-cb // block[0]), -(-(p1 - p0) // block[1]), 1)
+        kernel(*args_for(p0, p1 - p0), block=block, grid=grid, stream=_compute())
 
 
 def _walls(prg, buf, shape, lo, hi, grow, walls):
     """Ghost layers beyond the wall sides of the box [lo, hi) (see device.wall_faces)."""
     for k, start, sa, ca, sb, cb, toward, *_ in device.wall_faces(shape, lo, hi, grow):
-        prg.heat_wall(buf, *map(np.int64, (start, sa, ca, sb, cb, toward)), *map(np.float64, walls[k]),
-                      **_face_launch(cb, ca))
+        _face_launches(prg.heat_wall, start, sa, ca, sb, cb,
+                       lambda p0, n, k=k, start=start, sa=sa, sb=sb, cb=cb, toward=toward:
+                       (buf, *map(np.int64, (start + p0 * sa, sa, n, sb, cb, toward)), *map(np.float64, walls[k])))
 
 
 def _edge_sums(prg, buf, shape, lo, hi, grow, sums):
     """Each wall's sums += its edge cells of the box [lo, hi)."""
     for k, start, sa, ca, sb, cb, toward, at, fa, fb in device.wall_faces(shape, lo, hi, grow):
         if sums[k] is not None:
-            prg.heat_edge_sum(buf, *map(np.int64, (start + toward, sa, ca, sb, cb)), sums[k].buffer,
-                              *map(np.int64, (at, fa, fb)), **_face_launch(cb, ca))
+            _face_launches(prg.heat_edge_sum, start, sa, ca, sb, cb,
+                           lambda p0, n, k=k, start=start, sa=sa, sb=sb, cb=cb, toward=toward, at=at, fa=fa, fb=fb:
+                           (buf, *map(np.int64, (start + toward + p0 * sa, sa, n, sb, cb)), sums[k].buffer,
+                            *map(np.int64, (at + p0 * fa, fa, fb))))
 
 
 _levels: dict = {}
@@ -401,6 +679,7 @@ def heat_fused(src, dst, stencil, steps, lo, hi, grow):
     shape = src.shape
     if steps > 1 and shape not in _levels:
         if len(_levels) > 4:
+            _state["compute"].synchronize()     # queued kernels may still use them: cuMemFree need not wait
             _levels.clear()
         _levels[shape] = (DeviceArray(shape), DeviceArray(shape))
     if stencil.faces is None:
@@ -415,8 +694,9 @@ def heat_fused(src, dst, stencil, steps, lo, hi, grow):
         _walls(prg, cur.buffer, shape, blo, bhi, grow, stencil.walls)
         _edge_sums(prg, cur.buffer, shape, lo, hi, grow, sums)
         out = dst if s == steps else _levels[shape][s % 2]
-        args = [np.int64(n) for n in shape[1:]] + [np.int64(x) for x in (*blo, *bhi)] + extra
-        _launch_box(kernel, blo, bhi, cur.buffer, out.buffer, *args)
+        _launch_box(kernel, blo, bhi, lambda clo, chi, cur=cur, out=out:
+                    [cur.buffer, out.buffer] + [np.int64(n) for n in shape[1:]]
+                    + [np.int64(x) for x in (*clo, *chi)] + extra)
         cur = out
 
 
@@ -437,26 +717,29 @@ NBODY_PART_BYTES = 32 * 2 ** 20     # partial sums kept per launch (targets go i
 
 def nbody_source(real="float") -> str:
     """The CUDA n-body program's text (compiled with NBODY_OPTIONS)."""
-    from .. import kernels
     return kernels.source("cuda", real, NBODY_FAMILIES)
 
 
 def nbody_cubin(real="float", arch="sm_90") -> bytes:
-    """The n-body program's cubin for ``arch``, as the backend builds it."""
-    return compile_cubin(nbody_source(real), arch, NBODY_OPTIONS)
+    """The n-body program's cubin for ``arch``: the source and options of
+    its image (BUILDS), for one architecture (what bench sass reads)."""
+    families, real, options = BUILDS[f"nbody-{real}"]
+    return compile_cubin(kernels.source("cuda", real, families), arch, options)
+
+
+# the n-body kernel sets, built with the package like the others (see image)
+BUILDS.update({f"nbody-{real}": (NBODY_FAMILIES, real, NBODY_OPTIONS) for real in ("double", "float")})
 
 
 def _nbody_program(real):
-    """The n-body kernels for ``real``, by name (compiled once per context)."""
+    """The n-body kernels for ``real``, from their image (once per context)."""
     _context()
-    key = ("nbody", real)
-    if key not in _state["modules"]:
-        from pycuda.compiler import SourceModule
-        module = SourceModule(nbody_source(real), options=list(NBODY_OPTIONS), no_extern_c=True,
-                              arch=_arch(_context()))
+    build = f"nbody-{real}"
+    if build not in _state["modules"]:
+        module = _driver().module_from_buffer(image(build))
         names = ("nbody_accel_part", "nbody_accel_jerk_part", "nbody_sum_parts", "nbody_potential")
-        _state["modules"][key] = {name: module.get_function(name) for name in names}
-    return _state["modules"][key]
+        _state["modules"][build] = {name: module.get_function(name) for name in names}
+    return _state["modules"][build]
 
 
 def _nbody_stream():
@@ -481,8 +764,10 @@ def _nbody_buffer(pool, name, count, dtype, make):
 
 
 def _nbody_device(name, count, dtype):
-    return _nbody_buffer("nbody_device", name, count, dtype,
-                         lambda n, dt: _driver().mem_alloc(n * dt.itemsize))
+    def make(n, dt):
+        check_memory(n * dt.itemsize, f"n-body buffer {name!r}")
+        return _driver().mem_alloc(n * dt.itemsize)
+    return _nbody_buffer("nbody_device", name, count, dtype, make)
 
 
 def _nbody_host(name, shape, dtype):
@@ -525,7 +810,6 @@ def nbody_plan(ni, nj, j0, width, itemsize, sms):
     partial sums stay within NBODY_PART_BYTES.  The runs depend on the
     sources only (their count and first id), never on the targets, so a
     target's sum is the same however the targets are split over ranks."""
-    from .. import kernels
     tile = kernels.CONSTANTS["TILE"]
     tiles = -(-(j0 % tile + nj) // tile)
     span = -(-tiles // max(1, NBODY_PARTS_PER_SM * sms))
@@ -540,7 +824,6 @@ def _nbody_sums(prg, kernel, args, ni, nj, j0, width, dtype, stream):
     """Queue ``kernel`` (a *_part kernel; ``args`` up to its ``first``) over
     every target and the adding of its parts; returns the device buffers of
     the sums (ni x width) and of the pairs at one point (ni)."""
-    from .. import kernels
     tile = kernels.CONSTANTS["TILE"]
     span, parts, batch = nbody_plan(ni, nj, j0, width, np.dtype(dtype).itemsize, _sms())
     out, bad = _nbody_device("sums", ni * width, dtype), _nbody_device("bad", ni, np.int32)
@@ -592,7 +875,6 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
     phi = np.zeros(len(xi), dtype=np.float64)
     if len(xi) == 0 or len(xj) == 0:
         return phi
-    from .. import kernels
     tile = kernels.CONSTANTS["TILE"]
     stream = _nbody_stream()
     prg, dtype, bx, bj, bm = _sources(xi, xj, mj, stream)

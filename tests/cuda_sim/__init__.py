@@ -22,7 +22,7 @@ import os
 import sys
 import types
 
-from . import compiler, driver
+from . import compiler, driver, kernelc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(HERE, "bin")
@@ -46,6 +46,7 @@ def install(nvcc_on_path=True):
     if "pycuda" not in _saved:
         _saved["pycuda"] = {k: sys.modules.get(k) for k in ("pycuda", "pycuda.driver", "pycuda.compiler")}
         _saved["PATH"] = os.environ.get("PATH", "")
+        _saved["XDG_CACHE_HOME"] = os.environ.get("XDG_CACHE_HOME")
     package = types.ModuleType("pycuda")
     package.__path__ = []
     package.driver, package.compiler = driver, compiler
@@ -53,6 +54,8 @@ def install(nvcc_on_path=True):
     sys.modules.update({"pycuda": package, "pycuda.driver": driver, "pycuda.compiler": compiler})
     path = _saved["PATH"]
     os.environ["PATH"] = BIN + os.pathsep + path if nvcc_on_path else path
+    # kernel images the backend compiles go to a cache of the simulator's, not the user's
+    os.environ["XDG_CACHE_HOME"] = os.path.join(kernelc.cache_dir(), "xdg-cache")
     forget_backend_state()
 
 
@@ -66,6 +69,11 @@ def uninstall():
         else:
             sys.modules[k] = mod
     os.environ["PATH"] = _saved.pop("PATH")
+    cache = _saved.pop("XDG_CACHE_HOME")
+    if cache is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = cache
 
 
 def forget_backend_state():

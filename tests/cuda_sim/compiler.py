@@ -1,7 +1,11 @@
-"""A test double of ``pycuda.compiler``: ``compile`` makes an image of the
-simulated driver (the source and its options; see bin/nvcc), and
-``SourceModule`` loads one, as PyCUDA's do with nvcc and cubins."""
+"""A test double of ``pycuda.compiler``: as PyCUDA's, ``compile`` runs
+the ``nvcc`` found on PATH (tests/cuda_sim/bin/nvcc, which makes an image
+of the simulated driver) and ``SourceModule`` loads what it made."""
 from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
 
 from . import driver
 
@@ -11,7 +15,18 @@ def compile(source, nvcc="nvcc", options=None, keep=False, no_extern_c=False, ar
     if not no_extern_c:
         source = 'extern "C" {\n' + source + "\n}\n"
     opts = list(options or ()) + [f"-I{d}" for d in include_dirs or ()]
-    return driver.IMAGE_MAGIC + "\x1f".join(opts).encode() + b"\n" + source.encode()
+    with tempfile.TemporaryDirectory(prefix="cuda-sim-") as tmp:
+        src, out = os.path.join(tmp, "kernel.cu"), os.path.join(tmp, "kernel." + target)
+        with open(src, "w", encoding="utf-8") as fh:
+            fh.write(source)
+        try:
+            done = subprocess.run([nvcc, f"-{target}", *opts, "-o", out, src], capture_output=True, text=True)
+        except OSError as exc:          # PyCUDA: pytools.prefork.ExecError
+            raise driver.CompileError(f"error invoking '{nvcc} --version': {exc}") from None
+        if done.returncode:
+            raise driver.CompileError(f"nvcc compilation of {src} failed\n{done.stderr}")
+        with open(out, "rb") as fh:
+            return fh.read()
 
 
 class SourceModule:

@@ -25,6 +25,7 @@ import bisect
 import ctypes
 import os
 import random
+import weakref
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class _Machine:
         self.devices = int(os.environ.get("CUDA_SIM_DEVICES", "1"))
         self.memory = int(os.environ.get("CUDA_SIM_MEMORY", str(1 << 30)))
         self.contexts: list = []           # the context stack
-        self.live: dict = {}                # address -> DeviceAllocation
+        self.live = weakref.WeakValueDictionary()   # address -> DeviceAllocation (freed when dropped, as PyCUDA's)
         self.addresses: list = []           # sorted live addresses
         self.pinned: dict = {}              # address -> (nbytes, array)
         self.allocated = 0
@@ -116,6 +117,12 @@ def _fresh_counts():
 
 _m = _Machine()
 counts = _m.counts
+trace = None        # a list to append what the host asks, in order: ("launch", name, grid, block, stream), ("sync", what)
+
+
+def _trace(*entry):
+    if trace is not None:
+        trace.append(entry)
 
 
 def reset_counts():
@@ -125,9 +132,10 @@ def reset_counts():
 
 def reset():
     """A fresh machine (no contexts, no memory), for a test that needs one."""
-    global _m, counts
+    global _m, counts, trace
     _m = _Machine()
     counts = _m.counts
+    trace = None
 
 
 def _need_init():
@@ -225,6 +233,7 @@ class Context:
     def synchronize():
         _need_context("cuCtxSynchronize")
         counts["host_syncs"] += 1
+        _trace("sync", "context")
         _run_all()
 
     @staticmethod
@@ -269,8 +278,9 @@ class DeviceAllocation:
             return
         self.check_guards("something")
         self.freed = True
-        del _m.live[self.address]
-        _m.addresses.remove(self.address)
+        _m.live.pop(self.address, None)
+        if self.address in _m.addresses:
+            _m.addresses.remove(self.address)
         _m.allocated -= self.nbytes
         self._raw[GUARD:GUARD + self.nbytes] = 0xFF
         # the memory stays mapped (poisoned) so that queued work that still
@@ -304,7 +314,9 @@ def _allocation_at(address, nbytes=1):
     k = bisect.bisect_right(_m.addresses, address) - 1
     if k < 0:
         return None
-    alloc = _m.live[_m.addresses[k]]
+    alloc = _m.live.get(_m.addresses[k])
+    if alloc is None or alloc.freed:
+        return None
     return alloc if address + nbytes <= alloc.address + alloc.nbytes else None
 
 
@@ -369,6 +381,7 @@ class Stream:
 
     def synchronize(self):
         counts["host_syncs"] += 1
+        _trace("sync", "stream")
         _run_until([(self, len(self.queue))])
 
     def is_done(self):
@@ -406,6 +419,7 @@ class Event:
 
     def synchronize(self):
         counts["host_syncs"] += 1
+        _trace("sync", "event")
         self._complete()
         return self
 
@@ -482,6 +496,7 @@ def memcpy_htod(dest, src):
     _need_context("cuMemcpyHtoD")
     counts["htod"] += 1
     counts["host_syncs"] += 1
+    _trace("sync", "memcpy_htod")
     _enqueue(None, _copy_in(dest, src, "memcpy_htod"), "")
 
 
@@ -489,6 +504,7 @@ def memcpy_dtoh(dest, src):
     _need_context("cuMemcpyDtoH")
     counts["dtoh"] += 1
     counts["host_syncs"] += 1
+    _trace("sync", "memcpy_dtoh")
     _enqueue(None, _copy_out(dest, src, "memcpy_dtoh"), "")
 
 
@@ -699,6 +715,7 @@ class Function:
         for h in handlers:
             h.pre_call(stream)
         counts["launches"] += 1
+        _trace("launch", self.name, grid, block, stream)
         seed = _m.rng.getrandbits(62)
 
         def run():
