@@ -58,6 +58,13 @@ def test_a_kernel_without_a_pair_loop_is_named():
         sass.pair_loop("\t.text.k:\n        /*0000*/ EXIT ;\n", "k")
 
 
+def test_without_nvdisasm_bench_sass_says_how_to_get_it(monkeypatch):
+    from solver.config import ConfigError
+    monkeypatch.setattr(sass, "nvdisasm", lambda: None)
+    with pytest.raises(ConfigError, match=r"nvdisasm not found; pip install nvidia-cuda-nvdisasm"):
+        sass.count("float")
+
+
 @needs_tools
 @pytest.mark.parametrize("arch", cuda.ARCHS)
 @pytest.mark.parametrize("real", ["float", "double"])
