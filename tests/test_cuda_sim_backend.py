@@ -25,11 +25,16 @@ def cuda(cuda_sim):        # noqa: F811
 
 
 # --- the backend reference tests, on cuda -------------------------------------------
-def test_cuda_sim_makes_cuda_one_of_the_compiled_backends(cuda_sim):   # noqa: F811
-    """Where cuda is usable, the backend tests include it, and auto picks it."""
+def test_cuda_sim_makes_cuda_one_of_the_compiled_backends(cuda_sim, monkeypatch):   # noqa: F811
+    """Where cuda is usable, the backend tests include it, auto picks it,
+    and the kernel tests that expect no cuda pass on such a host too."""
+    import test_kernels
     from solver.backends import get_backend
     assert "cuda" in tb.compiled()
     assert get_backend("auto").name == "cuda"
+    monkeypatch.setattr(tb, "COMPILED", tb.compiled())
+    tb.test_auto_prefers_a_compiled_backend_when_there_is_one()
+    test_kernels.test_the_cuda_backend_says_why_it_cannot_run()
 
 
 @pytest.mark.parametrize("walls", [*tb.WALLS, "mixed"])
@@ -252,3 +257,29 @@ def test_cuda_sim_halo_traffic_makes_no_timed_events(cuda_sim, cuda):      # noq
     cuda.unpack(buf, u, (slice(0, 1), slice(0, 6)))
     assert cuda_sim.counts["events"] > 0 and cuda_sim.counts["timed_events"] == 0
     assert np.array_equal(cuda.to_host(u)[0], np.arange(6.0, 12.0))
+
+
+# --- 5. availability agreed before any other collective ------------------------------
+def test_cuda_sim_a_rank_without_cuda_stops_every_rank_with_one_line(tmp_path):
+    """Rank 1's cuda is not available (its available() says so), rank 0's
+    is: every rank stops with the same one line, exit 2, nothing written,
+    instead of rank 0 waiting in the device choice's collective."""
+    from conftest import clean_env, without_launcher_report
+    code = ("import sys; sys.path.insert(0, %r); import cuda_sim; cuda_sim.install()\n"
+            "from mpi4py import MPI\n"
+            "from solver.backends import cuda\n"
+            "if MPI.COMM_WORLD.rank == 1:\n"
+            "    cuda.available = lambda: (False, 'no CUDA device is visible on this node')\n"
+            "from solver.cli import main\n"
+            "sys.exit(main(['--backend', 'cuda', '--set', 'time.steps=2', '--output', %r]))\n") % (
+        os.path.join(REPO, "tests"), str(tmp_path / "r"))
+    import shutil
+    try:
+        out = subprocess.run([shutil.which("mpiexec") or "mpiexec", "-n", "2", sys.executable, "-m", "mpi4py", "-c",
+                              code], capture_output=True, text=True, timeout=90, cwd=REPO, env=clean_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("the ranks did not stop: one waits in a collective the other never enters")
+    lines = without_launcher_report(out.stderr).strip().splitlines()
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert len(lines) == 1 and "backend 'cuda' is not available on rank 1 (no CUDA device is visible" in lines[0], lines
+    assert not (tmp_path / "r").exists()

@@ -44,8 +44,9 @@ def test_nvcc_unused_variable_is_an_error():
 
 
 def test_the_cuda_backend_says_why_it_cannot_run():
+    """Where cuda is not usable, the backend says why (on a GPU host it is usable)."""
     ok, why = status()["cuda"]
-    assert not ok and why
+    assert ok or why
 
 
 def test_an_unknown_dialect_or_type_is_refused():

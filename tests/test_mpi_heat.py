@@ -37,7 +37,7 @@ def _agree(ok_on_root, message=""):
 
 # (backend, steps per halo exchange): one step with one ghost layer, several
 # steps with deep halos (edges and corners exchanged), the compiled wavefront
-VARIANTS = [("numpy", 1), ("numpy", 3)] + [("cpu", 0)] * status()["cpu"][0] + [("opencl", 0)] * status()["opencl"][0]
+VARIANTS = [("numpy", 1), ("numpy", 3)] + [(name, 0) for name in ("cpu", "opencl", "cuda") if status()[name][0]]
 
 
 @pytest.mark.parametrize("boundary", ["dirichlet", "neumann", "periodic"])
