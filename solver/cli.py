@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--step", type=int, help="checkpoint step to draw (default: the newest)")
     pl.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/plots)")
     b = sub.add_parser("bench", help="benchmarks: 'compute' (default: kernels against peers and the "
-                                     "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step)")
-    b.add_argument("what", choices=["compute", "io", "startup"], nargs="?", default="compute")
+                                     "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step), "
+                                     "'sass' (CUDA n-body instructions per pair, from the machine code)")
+    b.add_argument("what", choices=["compute", "io", "startup", "sass"], nargs="?", default="compute")
     b.add_argument("--backends", help="compute: comma-separated backends (default: every available one)")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per case; the median is reported")
     b.add_argument("--seconds", type=float, default=1.0, help="compute: about how long each timed run lasts")

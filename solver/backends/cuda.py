@@ -1,7 +1,7 @@
 """CUDA backend through PyCUDA: the device kernels of ``kernels/``, the
 same source the ``opencl`` backend runs (and CI runs on PoCL), compiled by
 nvcc with ``--fmad=false`` so that the device rounds like the NumPy
-reference.
+reference (the n-body kernels apart: see "n-body" below).
 
 No toolkit is needed at run time: the kernels are compiled when the
 package is built (``setup.py``, or ``make cuda-kernels`` in a source
@@ -728,32 +728,173 @@ def heat_fused(src, dst, stencil, steps, lo, hi, grow):
 
 
 # ----------------------------------------------------------------------------
-# n-body: state on the host, copied in and out per call
-def _sources(xi, xj, mj):
-    """The kernels for the bodies' precision, its NumPy type, the bodies as
-    kernel arguments, and the launch shape (one work item per target)."""
-    from .. import kernels
-    drv = _driver()
-    real, dtype = device.real_of(xi.dtype)
+# n-body: state on the host.  The n-body kernels are a program of their own,
+# compiled with FMA contraction, flush-to-zero and the hardware reciprocal
+# square root (kernels/nbody_cuda.h): they need no bitwise equality with the
+# reference (float64 agrees to 1e-12, float32 to the tolerance in
+# docs/performance.md).  Per call the bodies go through page-locked staging
+# into device buffers kept from call to call, on the n-body stream, and the
+# sums come back the same way: no allocation (once the buffers are big
+# enough) and one wait per call, for the results.
+NBODY_OPTIONS = ("--fmad=true", "-ftz=true", "-Werror", "all-warnings")
+NBODY_FAMILIES = ("nbody_cuda", "nbody")
+NBODY_PARTS_PER_SM = 4              # source runs: up to this many groups per SM for a single group of targets
+NBODY_PART_BYTES = 32 * 2 ** 20     # partial sums kept per launch (targets go in batches beyond that)
+
+
+def nbody_source(real="float") -> str:
+    """The CUDA n-body program's text (compiled with NBODY_OPTIONS)."""
+    return kernels.source("cuda", real, NBODY_FAMILIES)
+
+
+def nbody_cubin(real="float", arch="sm_90") -> bytes:
+    """The n-body program's cubin for ``arch``: the source and options of
+    its image (BUILDS), for one architecture (what bench sass reads)."""
+    families, real, options = BUILDS[f"nbody-{real}"]
+    return compile_cubin(kernels.source("cuda", real, families), arch, options)
+
+
+# the n-body kernel sets, built with the package like the others (see image)
+BUILDS.update({f"nbody-{real}": (NBODY_FAMILIES, real, NBODY_OPTIONS) for real in ("double", "float")})
+
+
+def _nbody_program(real):
+    """The n-body kernels for ``real``, from their image (once per context)."""
+    _context()
+    build = f"nbody-{real}"
+    if build not in _state["modules"]:
+        module = _driver().module_from_buffer(image(build))
+        names = ("nbody_accel_part", "nbody_accel_jerk_part", "nbody_sum_parts", "nbody_potential")
+        _state["modules"][build] = {name: module.get_function(name) for name in names}
+    return _state["modules"][build]
+
+
+def _nbody_stream():
+    if "nbody_stream" not in _state:
+        _context()
+        _state["nbody_stream"] = _driver().Stream()
+    return _state["nbody_stream"]
+
+
+def _nbody_buffer(pool, name, count, dtype, make):
+    """A buffer of at least ``count`` values of ``dtype`` kept in ``pool``
+    from call to call, grown to a power of two when too small.  Every call
+    ends waiting for its stream, so nothing in flight uses a buffer that a
+    later call replaces."""
+    pool = _state.setdefault(pool, {})
+    key, size = (name, np.dtype(dtype).str), max(1, int(count))
+    if key not in pool or pool[key][1] < size:
+        pool.pop(key, None)
+        grown = 1 << (size - 1).bit_length()
+        pool[key] = (make(grown, np.dtype(dtype)), grown)
+    return pool[key][0]
+
+
+def _nbody_device(name, count, dtype):
+    def make(n, dt):
+        check_memory(n * dt.itemsize, f"n-body buffer {name!r}")
+        return _driver().mem_alloc(n * dt.itemsize)
+    return _nbody_buffer("nbody_device", name, count, dtype, make)
+
+
+def _nbody_host(name, shape, dtype):
+    """Page-locked host memory of ``shape`` (a view of a kept buffer)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    buf = _nbody_buffer("nbody_host", name, count, dtype, lambda n, dt: _driver().pagelocked_empty(n, dt))
+    return buf[:count].reshape(shape)
+
+
+def _nbody_put(name, array, dtype, stream):
+    """``array`` as ``dtype`` in the device buffer ``name`` (queued on ``stream``)."""
+    host = _nbody_host(name, np.shape(array), dtype)
+    host[...] = array
+    dev = _nbody_device(name, host.size, dtype)
+    if host.size:
+        _driver().memcpy_htod_async(dev, host, stream)
+    return dev
+
+
+def _nbody_get(name, dev, shape, dtype, stream):
+    """Queue the copy of ``dev`` into page-locked memory; returns that memory
+    (read it after the stream is synchronized)."""
+    host = _nbody_host(name, shape, dtype)
+    if host.size:
+        _driver().memcpy_dtoh_async(host, dev, stream)
+    return host
+
+
+def _sms() -> int:
+    if "sms" not in _state:
+        drv = _driver()
+        _state["sms"] = int(_context().get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT))
+    return _state["sms"]
+
+
+def nbody_plan(ni, nj, j0, width, itemsize, sms):
+    """(span, parts, batch) of a force call: the sources' tiles in ``parts``
+    runs of ``span`` tiles, so that a few targets still give enough groups to
+    fill ``sms`` multiprocessors; targets ``batch`` at a time so that the
+    partial sums stay within NBODY_PART_BYTES.  The runs depend on the
+    sources only (their count and first id), never on the targets, so a
+    target's sum is the same however the targets are split over ranks."""
     tile = kernels.CONSTANTS["TILE"]
-    bodies = [drv.In(np.ascontiguousarray(a, dtype)) for a in (xi, xj, mj)]
-    return _program(real), dtype, bodies, {"block": (tile, 1, 1), "grid": (-(-len(xi) // tile), 1)}
+    tiles = -(-(j0 % tile + nj) // tile)
+    span = -(-tiles // max(1, NBODY_PARTS_PER_SM * sms))
+    parts = -(-tiles // span)
+    if parts == 1:
+        return span, 1, ni
+    batch = max(tile, NBODY_PART_BYTES // (parts * (width * itemsize + 4)) // tile * tile)
+    return span, parts, min(batch, ni)
+
+
+def _nbody_sums(prg, kernel, args, ni, nj, j0, width, dtype, stream):
+    """Queue ``kernel`` (a *_part kernel; ``args`` up to its ``first``) over
+    every target and the adding of its parts; returns the device buffers of
+    the sums (ni x width) and of the pairs at one point (ni)."""
+    tile = kernels.CONSTANTS["TILE"]
+    span, parts, batch = nbody_plan(ni, nj, j0, width, np.dtype(dtype).itemsize, _sms())
+    out, bad = _nbody_device("sums", ni * width, dtype), _nbody_device("bad", ni, np.int32)
+    if parts == 1:                      # one run: the part is the sum
+        prg[kernel](*args, np.int64(0), np.int64(ni), np.int64(span), out, bad, block=(tile, 1, 1),
+                    grid=(-(-ni // tile), 1), stream=stream)
+        return out, bad
+    part = _nbody_device("part", parts * batch * width, dtype)
+    bads = _nbody_device("bads", parts * batch, np.int32)
+    for first in range(0, ni, batch):
+        count = min(batch, ni - first)
+        prg[kernel](*args, np.int64(first), np.int64(count), np.int64(span), part, bads, block=(tile, 1, 1),
+                    grid=(-(-count // tile), parts), stream=stream)
+        prg["nbody_sum_parts"](part, bads, np.int64(parts), np.int64(first), np.int64(count), np.int64(width),
+                               out, bad, block=(tile, 1, 1), grid=(-(-count // tile), 1), stream=stream)
+    return out, bad
+
+
+def _sources(xi, xj, mj, stream):
+    """The kernels for the bodies' precision, its NumPy type, and the bodies
+    in device buffers (the targets' positions copied once when they are
+    the sources' too)."""
+    real, dtype = device.real_of(xi.dtype)
+    bx = _nbody_put("xi", xi, dtype, stream)
+    bj = bx if xj is xi else _nbody_put("xj", xj, dtype, stream)
+    return _nbody_program(real), dtype, bx, bj, _nbody_put("mj", mj, dtype, stream)
 
 
 def nbody_accel(xi, xj, mj, j0, eps2, G, out, i0=None):
     """Same contract as numpy_.nbody_accel."""
     if len(xi) == 0 or len(xj) == 0:
         return 0
-    drv = _driver()
-    prg, dtype, (bx, bj, bm), launch = _sources(xi, xj, mj)
-    acc = np.zeros((len(xi), 3), dtype)
-    bad = np.zeros(len(xi), np.int32)
+    stream = _nbody_stream()
+    prg, dtype, bx, bj, bm = _sources(xi, xj, mj, stream)
+    ni, nj = len(xi), len(xj)
     first = -(2 ** 62) if i0 is None else i0           # disjoint ids: no self-pairs
-    prg.nbody_accel(bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0), np.int64(first), dtype(eps2),
-                    dtype(G), drv.InOut(acc), drv.Out(bad), **launch)
+    args = (bx, np.int64(ni), bj, bm, np.int64(nj), np.int64(j0), np.int64(first), dtype(eps2), dtype(G))
+    sums, bad = _nbody_sums(prg, "nbody_accel_part", args, ni, nj, j0, 3, dtype, stream)
+    acc = _nbody_get("sums", sums, (ni, 3), dtype, stream)
+    coincident = _nbody_get("bad", bad, (ni,), np.int32, stream)
+    stream.synchronize()
     with np.errstate(over="ignore", invalid="ignore"):       # an overflow is caught by the model's checks
         out += acc.astype(out.dtype, copy=False)
-    return int(bad.sum())
+    return int(coincident.sum())
 
 
 def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
@@ -761,9 +902,16 @@ def nbody_potential(xi, xj, mj, j0, i0, eps2, G):
     phi = np.zeros(len(xi), dtype=np.float64)
     if len(xi) == 0 or len(xj) == 0:
         return phi
-    prg, dtype, (bx, bj, bm), launch = _sources(xi, xj, mj)
-    prg.nbody_potential(bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0), np.int64(i0), dtype(eps2),
-                        dtype(G), _driver().InOut(phi), **launch)
+    tile = kernels.CONSTANTS["TILE"]
+    stream = _nbody_stream()
+    prg, dtype, bx, bj, bm = _sources(xi, xj, mj, stream)
+    bphi = _nbody_put("phi", phi, np.float64, stream)
+    prg["nbody_potential"](bx, np.int64(len(xi)), bj, bm, np.int64(len(xj)), np.int64(j0), np.int64(i0),
+                           dtype(eps2), dtype(G), bphi, block=(tile, 1, 1), grid=(-(-len(xi) // tile), 1),
+                           stream=stream)
+    got = _nbody_get("phi", bphi, phi.shape, np.float64, stream)
+    stream.synchronize()
+    phi[:] = got
     return phi
 
 
@@ -771,15 +919,18 @@ def nbody_accel_jerk(xi, vi, ids, xj, vj, mj, j0, eps2, G, acc, jerk):
     """Same contract as numpy_.nbody_accel_jerk."""
     if len(xi) == 0 or len(xj) == 0:
         return 0
-    drv = _driver()
-    prg, dtype, (bx, bj, bm), launch = _sources(xi, xj, mj)
-    bv, bw = (drv.In(np.ascontiguousarray(a, dtype)) for a in (vi, vj))
-    sums = np.zeros((2, len(xi), 3), dtype)
-    bad = np.zeros(len(xi), np.int32)
-    prg.nbody_accel_jerk(bx, bv, drv.In(np.ascontiguousarray(ids, np.int64)), np.int64(len(xi)), bj, bw, bm,
-                         np.int64(len(xj)), np.int64(j0), dtype(eps2), dtype(G), drv.InOut(sums[0]),
-                         drv.InOut(sums[1]), drv.Out(bad), **launch)
+    stream = _nbody_stream()
+    prg, dtype, bx, bj, bm = _sources(xi, xj, mj, stream)
+    bv = _nbody_put("vi", vi, dtype, stream)
+    bw = bv if vj is vi else _nbody_put("vj", vj, dtype, stream)
+    bids = _nbody_put("ids", ids, np.int64, stream)
+    ni, nj = len(xi), len(xj)
+    args = (bx, bv, bids, np.int64(ni), bj, bw, bm, np.int64(nj), np.int64(j0), dtype(eps2), dtype(G))
+    sums, bad = _nbody_sums(prg, "nbody_accel_jerk_part", args, ni, nj, j0, 6, dtype, stream)
+    both = _nbody_get("sums", sums, (ni, 6), dtype, stream)
+    coincident = _nbody_get("bad", bad, (ni,), np.int32, stream)
+    stream.synchronize()
     with np.errstate(over="ignore", invalid="ignore"):
-        acc += sums[0].astype(acc.dtype, copy=False)
-        jerk += sums[1].astype(jerk.dtype, copy=False)
-    return int(bad.sum())
+        acc += both[:, :3].astype(acc.dtype, copy=False)
+        jerk += both[:, 3:].astype(jerk.dtype, copy=False)
+    return int(coincident.sum())

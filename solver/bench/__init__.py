@@ -1,7 +1,8 @@
 """Benchmarks: ``bench`` (alias ``bench compute``) measures the kernels in
 the solver's own step loop against peer codes and the memory-bandwidth
 bound; ``bench io`` what checkpointing costs; ``bench startup`` the time from
-``mpiexec`` to the first step."""
+``mpiexec`` to the first step; ``bench sass`` the CUDA n-body kernels'
+instructions per pair, from their machine code."""
 from __future__ import annotations
 
 import os
@@ -78,6 +79,9 @@ def cmd_bench(args, comm) -> int:
     from ..config import ConfigError
     if args.repeats < 1 or (args.what == "compute" and args.seconds <= 0):
         raise ConfigError("bench: --repeats must be at least 1 and --seconds positive")
+    if args.what == "sass":
+        from .sass import bench_sass
+        return bench_sass(args, comm)
     if args.what not in ("compute", "io"):
         raise ConfigError(f"bench {args.what}: run it without mpiexec, as python -m solver bench {args.what}")
     if args.what == "io":
