@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 
 from dataclasses import dataclass
 
@@ -62,61 +63,82 @@ def _overflow(text, box):
     return max(room, 1.0), b - a
 
 
-def fit_text(fig, rounds=6) -> None:
+def _fit_text(fig) -> bool:
     """Wrap every title and label that reaches past the canvas (a long run
-    name) until it fits, laying the figure out again each time."""
-    import textwrap
+    name); whether any changed.  The figure must have been drawn."""
     from matplotlib.text import Text
-    ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()}
-    for _ in range(rounds):
-        fig.canvas.draw()
-        box, changed = fig.bbox, False
-        for text in fig.findobj(Text):
-            if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
-                continue
-            over = _overflow(text, box)
-            if over is None:
-                continue
-            room, length = over
-            lines = text.get_text().split("\n")
-            width = max(8, int(max(map(len, lines)) * room / length * 0.92))
-            text.set_text("\n".join(textwrap.fill(line, width, break_long_words=True, break_on_hyphens=False)
-                                    for line in lines))
-            changed = True
-        if not changed:
-            return
+    ticks = {id(label) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for t in axis.get_major_ticks() + axis.get_minor_ticks() for label in (t.label1, t.label2)}
+    changed = False
+    for text in fig.findobj(Text):
+        if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
+            continue
+        over = _overflow(text, fig.bbox)
+        if over is None:
+            continue
+        room, length = over
+        lines = text.get_text().split("\n")
+        width = max(8, int(max(map(len, lines)) * room / length * 0.92))
+        text.set_text("\n".join(piece for line in lines for piece in wrap(line, width)))
+        changed = True
+    return changed
 
 
-def _crowded(labels, pad=2.0) -> bool:
-    boxes = sorted((t.get_window_extent() for t in labels if t.get_visible() and t.get_text()),
-                   key=lambda b: (b.x0, b.y0))
+def wrap(line, width) -> list[str]:
+    """``line`` in pieces of at most ``width`` characters, broken after a
+    space, ``_``, ``-``, ``/`` or ``:`` where it can be (run names have no spaces)."""
+    pieces, current = [], ""
+    for token in re.split(r"(?<=[\s_/:-])", line):
+        if current and len(current) + len(token.rstrip()) > width:
+            pieces.append(current)
+            current = ""
+        while len(token) > width:                       # a token longer than a line: cut it
+            pieces.append(token[:width])
+            token = token[width:]
+        current += token
+    pieces.append(current)
+    return [p.rstrip() for p in pieces if p.strip()]
+
+
+def shown_ticklabels(axis, minor=False) -> list:
+    """The tick labels ``axis`` draws: in its view and visible (matplotlib
+    keeps labels of ticks outside the view, which are not drawn)."""
+    lo, hi = sorted(axis.get_view_interval())
+    slack = 1e-9 * (hi - lo)
+    ticks = axis.get_minor_ticks() if minor else axis.get_major_ticks()
+    return [t.label1 for t in ticks if lo - slack <= t.get_loc() <= hi + slack
+            and t.label1.get_visible() and t.label1.get_text()]
+
+
+def crowded(labels, pad=2.0) -> bool:
+    """Whether any two of the tick labels ``labels`` (drawn) touch."""
+    boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: (b.x0, b.y0))
     return any(a.x1 + pad > b.x0 and a.y1 + pad > b.y0 and b.x1 + pad > a.x0 and b.y1 + pad > a.y0
                for a, b in zip(boxes, boxes[1:]))
 
 
-def spread_ticks(fig, rounds=4) -> None:
+def _spread_ticks(fig) -> bool:
     """Fewer ticks on any axis (colour bars included) whose tick labels
-    touch each other."""
+    touch each other; whether any changed.  The figure must have been drawn."""
     from matplotlib.ticker import MaxNLocator
+    changed = False
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = shown_ticklabels(axis)
+            if axis.get_scale() == "linear" and crowded(labels):
+                fewer = len(labels) // 2 if len(labels) > 4 else len(labels) - 1
+                axis.set_major_locator(MaxNLocator(nbins=max(1, fewer), steps=[1, 2, 2.5, 5, 10], min_n_ticks=1))
+                changed = True
+    return changed
+
+
+def finish(fig, rounds=6) -> None:
+    """What every figure gets before it is saved: no tick labels on top of
+    each other, no text cut off at the edges (laid out again after each change)."""
     for _ in range(rounds):
         fig.canvas.draw()
-        changed = False
-        for ax in fig.axes:
-            for axis in (ax.xaxis, ax.yaxis):
-                labels = axis.get_ticklabels()
-                if axis.get_scale() == "linear" and _crowded(labels):
-                    shown = sum(1 for t in labels if t.get_visible() and t.get_text())
-                    axis.set_major_locator(MaxNLocator(nbins=max(1, shown - 2), steps=[1, 2, 2.5, 5, 10]))
-                    changed = True
-        if not changed:
+        if not (_spread_ticks(fig) | _fit_text(fig)):
             return
-
-
-def finish(fig) -> None:
-    """What every figure gets before it is saved: no tick labels on top of
-    each other, no text cut off at the edges."""
-    spread_ticks(fig)
-    fit_text(fig)
 
 
 def image_bytes(fig, fmt="png", dpi=None) -> bytes:
