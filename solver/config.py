@@ -97,6 +97,8 @@ COMMON: dict[str, dict[str, Any]] = {
     "output": {
         "dir": "", "checkpoint_every": 0, "keep": 3, "background": True,
         "log_every": 0, "status_port": 0, "snapshots": False,
+        "snapshot_every": 0, "snapshot_dt": 0.0, "snapshot_fields": "all", "snapshot_precision": "float64",
+        "snapshot_bodies": "all",
     },
     "backend": {"name": "auto", "device": -1, "gpu_aware_mpi": False},
 }
@@ -129,6 +131,17 @@ class OutputSettings:
     log_every: int
     status_port: int         # JSON status on http://127.0.0.1:PORT/ from rank 0; 0: off
     snapshots: bool          # PNG of every checkpoint, rendered off the step loop
+    # snapshot files (io.snapshots): a cadence in steps or in simulated time (0: none), the
+    # model's fields they hold, their floating-point precision, and for n-body the first K bodies
+    snapshot_every: int = 0
+    snapshot_dt: float = 0.0
+    snapshot_fields: tuple = ()          # names from the model's SNAPSHOT_FIELDS
+    snapshot_precision: str = "float64"
+    snapshot_bodies: int | str = "all"
+
+    @property
+    def snapshots_on(self) -> bool:
+        return bool(self.snapshot_every or self.snapshot_dt)
 
 
 @dataclass(frozen=True)
@@ -275,6 +288,10 @@ def _check_known(raw: dict, source: str, schema: dict):
                 raise ConfigError(f"{source}: unknown key {section}.{key}{extra}; allowed in [{section}]: {', '.join(names)}")
 
 
+_EITHER = {("time", "steps"): "t_end", ("time", "t_end"): "steps",
+           ("output", "snapshot_every"): "snapshot_dt", ("output", "snapshot_dt"): "snapshot_every"}
+
+
 def load(text: str | None, source: str, overrides, name: str, models: dict, default: dict) -> Settings:
     """Parse TOML ``text`` (None: the tables of ``default``), apply ``--set``
     overrides and validate everything into frozen settings.  ``models``:
@@ -295,17 +312,18 @@ def load(text: str | None, source: str, overrides, name: str, models: dict, defa
         raw.setdefault(section, {})[key] = value
         explicit[section].add(key)
         from_set.add((section, key))
-        # time.steps and time.t_end are two ways to say where a run ends:
+        # time.steps and time.t_end are two ways to say where a run ends, and
+        # output.snapshot_every and snapshot_dt two cadences of snapshots:
         # one given with --set replaces the other from the file
-        other = {"steps": "t_end", "t_end": "steps"}.get(key) if section == "time" else None
-        if other and ("time", other) not in from_set:
-            raw.get("time", {}).pop(other, None)
-            explicit["time"].discard(other)
+        other = _EITHER.get((section, key))
+        if other and (section, other) not in from_set:
+            raw.get(section, {}).pop(other, None)
+            explicit[section].discard(other)
     merged = {s: {**defaults, **raw.get(s, {})} for s, defaults in schema.items()}
     try:
         kind = choice("problem.kind", merged["problem"]["kind"], tuple(models))
         sections = {k: m.validate(merged[k], explicit[k]) for k, m in models.items()}
-        return _validate(merged, explicit, name, kind, sections)
+        return _validate(merged, explicit, name, kind, sections, getattr(models[kind], "SNAPSHOT_FIELDS", {}))
     except ConfigError as exc:
         raise ConfigError(_say_where(str(exc), from_set, explicit, source if text is not None else None)) from None
 
@@ -321,7 +339,7 @@ def _say_where(message, from_set, explicit, source):
     return message
 
 
-def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict) -> Settings:
+def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict, fields=()) -> Settings:
     """The common sections, and the whole."""
     t = c["time"]
     dt = t["dt"]
@@ -350,6 +368,7 @@ def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict) -> 
         log_every=integer("output.log_every", o["log_every"], lo=0),
         status_port=integer("output.status_port", o["status_port"], lo=0),
         snapshots=boolean("output.snapshots", o["snapshots"]),
+        **_snapshot_keys(o, time, kind, fields),
     )
     if output.status_port > 65535:
         raise ConfigError(f"output.status_port: must be a TCP port (1-65535) or 0 for off, got {output.status_port}")
@@ -358,6 +377,45 @@ def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict) -> 
     gpu_aware = boolean("backend.gpu_aware_mpi", c["backend"]["gpu_aware_mpi"])
     return Settings(kind=kind, models=sections, time=time, output=output, backend=backend, name=name,
                     device=device, gpu_aware_mpi=gpu_aware)
+
+
+def _snapshot_keys(o: dict, time: TimeSettings, kind: str, fields) -> dict:
+    """The snapshot keys of [output]: one cadence at most, fields of the
+    model (``fields``: its names), and a snapshot_dt that time.t_end is a
+    whole multiple of (the steps land on both exactly)."""
+    every = integer("output.snapshot_every", o["snapshot_every"], lo=0)
+    every_dt = number("output.snapshot_dt", o["snapshot_dt"], nonneg=True, magnitude=SCALES)
+    if every and every_dt:
+        raise ConfigError("output.snapshot_dt: set either output.snapshot_every (steps) or output.snapshot_dt "
+                          "(simulated time), not both")
+    if every_dt and time.t_end is not None:
+        ratio = time.t_end / every_dt
+        if abs(ratio - round(ratio)) > 1e-9 * max(1.0, ratio) or round(ratio) < 1:
+            raise ConfigError(f"output.snapshot_dt: time.t_end = {time.t_end:g} is not a whole multiple of "
+                              f"{every_dt:g} (the steps land on both); choose a snapshot_dt that divides t_end")
+    names = tuple(fields)
+    chosen = o["snapshot_fields"]
+    if chosen == "all":
+        chosen = list(names)
+    if not isinstance(chosen, list) or not all(isinstance(v, str) for v in chosen):
+        raise ConfigError(f"output.snapshot_fields: expected \"all\" or a list of field names "
+                          f"({', '.join(names)}), got {show(chosen)}")
+    for v in chosen:
+        choice("output.snapshot_fields", v, names)
+    if not chosen and (every or every_dt):
+        raise ConfigError(f"output.snapshot_fields: name at least one field ({', '.join(names)}) or \"all\"")
+    bodies = o["snapshot_bodies"]
+    if bodies != "all":
+        if isinstance(bodies, str):
+            raise ConfigError(f"output.snapshot_bodies: expected \"all\" or a number of bodies, got {show(bodies)}")
+        bodies = integer("output.snapshot_bodies", bodies, lo=1)
+        if kind != "nbody":
+            raise ConfigError("output.snapshot_bodies: applies to n-body runs only; remove it")
+    return {"snapshot_every": every, "snapshot_dt": every_dt,
+            "snapshot_fields": tuple(v for v in names if v in chosen),
+            "snapshot_precision": choice("output.snapshot_precision", o["snapshot_precision"],
+                                         ("float64", "float32")),
+            "snapshot_bodies": bodies}
 
 
 # ----------------------------------------------------------------------------

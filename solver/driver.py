@@ -311,8 +311,17 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         if helper is not None:
             helper.checkpoint_written(path)
 
+    snaps = None                                # the snapshot series (output.snapshot_every / snapshot_dt)
+    if settings.output.snapshots_on:
+        from .io.snapshots import SnapshotSeries
+        from .io.xdmf import SnapshotCollection
+        snaps = SnapshotSeries(settings.output, output_dir, get(model.kind).SNAPSHOT_FIELDS, lineage,
+                               SnapshotCollection(output_dir, xdmf_grid))
+        if helper is not None:
+            helper.grid = None                  # run.xdmf lists the snapshots, not the checkpoints
     writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
-                              background=settings.output.background, on_complete=after_write)
+                              background=settings.output.background, on_complete=after_write,
+                              snapshots=(snaps.directory, snaps.written) if snaps else None)
     agreement = _Agreement(comm, triggers, writer, model, start, model.block)
     warnings = []                               # the latest diagnostics warnings, for the summary
 
@@ -349,6 +358,10 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
             attrs["timings"] = timings_json({k: now.get(k, 0.0) + earlier.get(k, 0.0) for k in {*now, *earlier}})
             writer.submit(model.step_count, attrs, model.checkpoint_datasets())
 
+    def snapshot():
+        with timers("output"):
+            writer.submit(model.step_count, snaps.attrs(model), snaps.datasets(model), snapshot=True)
+
     def status(state):
         if helper is not None:
             rate, eta = progress._rate(model.step_count)
@@ -356,6 +369,11 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                              "time": model.time, "steps_per_second": rate,
                              "eta_seconds": eta if math.isfinite(eta) else None}
 
+    snap_next = sys.maxsize
+    if snaps is not None:
+        if snaps.begin(comm, start, model.time, bool(lineage and lineage.get("parent"))):
+            snapshot()
+        snap_next = snaps.next_step(start, model.time, model.dt)
     diag = diagnose()
     stop_reason = None
     t0 = _time.perf_counter()
@@ -363,13 +381,17 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         while model.step_count < end:
             step = model.step_count
             # up to the next step at which something happens (a model may take several at once)
-            until = min(end, agreement.next_step, _next_multiple(step, log_every), _next_multiple(step, every))
+            until = min(end, agreement.next_step, _next_multiple(step, log_every), _next_multiple(step, every),
+                        snap_next)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):     # checked, not warned about
                 model.advance(until - step, timers)
             step = model.step_count
             progress.tick(step, model.time)
             if step % log_every == 0 and step != end:
                 diag = diagnose()
+            if step >= snap_next:               # before a stop: a restart from here does not write it again
+                snapshot()
+                snap_next = snaps.next_step(step, model.time, model.dt)
             want = bool(every) and step % every == 0 and step != end
             if agreement.due(step):
                 stop, asked = agreement.poll(step)

@@ -17,7 +17,7 @@ from .io.figures import FORMATS, Look, history_figure, image_bytes
 from .io.inputs import check_file
 from .io.owned import check_replaceable, write_results
 from .io.rotation import list_checkpoints
-from .io.series import frames, read_frame
+from .io.series import frames, problem_of
 from .models import get
 
 AXIS_NAMES = {"x0": 0, "x1": 1, "x2": 2, "0": 0, "1": 1, "2": 2}
@@ -70,7 +70,7 @@ def _series(run_dir):
     if not series:
         raise ConfigError(f"plot: no snapshots or checkpoints in {run_dir} (give a run's output directory)")
     last = series[-1][1]
-    problem = check_file(last, "plot").attrs["problem"] if kind == "checkpoints" else read_frame(last, ())["problem"]
+    problem = check_file(last, "plot").attrs["problem"] if kind == "checkpoints" else problem_of(last)
     return kind, series, get(problem)
 
 

@@ -258,10 +258,11 @@ _TEMPORARY = re.compile(r"^\..+\.part$")
 
 def _never_written(path) -> bool:
     """Empty, or holding only what a run that died before its first complete
-    checkpoint left: its marker, diagnostics.csv, and a checkpoints/
-    directory that is empty or holds only temporary files."""
+    checkpoint left: its marker, diagnostics.csv, its snapshots and run.xdmf
+    (the next run there moves them aside), and a checkpoints/ directory that
+    is empty or holds only temporary files."""
     found = {name for name in os.listdir(path) if not _TEMPORARY.match(name)}
-    if found - {MARKER, "checkpoints", "diagnostics.csv"}:
+    if found - {MARKER, "checkpoints", "diagnostics.csv", "snapshots", "run.xdmf"}:
         return False
     ckpt = os.path.join(path, "checkpoints")
     if "checkpoints" not in found:

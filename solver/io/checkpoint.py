@@ -153,14 +153,15 @@ def _sum_over_ranks(comm, values) -> list[int]:
 
 
 def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0,
-                     on_complete=None, created=None, mine=()) -> str:
+                     on_complete=None, created=None, mine=(), name=None) -> str:
     """Write one checkpoint collectively and return its final path.
 
     Every rank passes the same dataset names and shapes in the same order.
     ``keep`` > 0 prunes older checkpoints of this run (see ``prune``; ``mine``:
     paths this process wrote).  ``on_complete(path)`` runs on rank 0 after
-    the rename (sidecars, indexes)."""
-    final = os.path.join(directory, checkpoint_name(step))
+    the rename (sidecars, indexes).  ``name``: the file's name, when it is
+    not a checkpoint's (snapshots are written the same way)."""
+    final = os.path.join(directory, name or checkpoint_name(step))
     if created is None:
         created = comm.bcast(now_utc(), root=0)
     # Agree before the first collective call: a rank that never arrives would

@@ -2,73 +2,50 @@
 snapshots (``RUN/snapshots/snap_N.h5``) when it has any, else its
 checkpoints.  Both hold the same datasets, so one reader serves both.
 
-A frame reads as a dict: ``step``, ``time``, ``problem``, every dataset
-by name (``heat/u``, ``nbody/position``...) as float64, and for heat the
-grid's ``heat/origin`` and ``heat/spacing``."""
+A frame reads as ``snapshots.read_snapshot`` gives it: ``step``, ``time``,
+``problem`` and every dataset by name (``heat/u``, ``nbody/position``...)."""
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
 from ..config import ConfigError
 from .rotation import list_checkpoints
-
-_SNAPSHOT = re.compile(r"^snap_(\d{9,})\.h5$")
-
-
-def snapshot_paths(run_dir) -> list[str]:
-    """The run's snapshot files, by step (the snapshot writer's reader when
-    there is one; a directory scan otherwise)."""
-    try:
-        from .snapshots import snapshot_paths as listed
-    except ImportError:
-        directory = os.path.join(run_dir, "snapshots")
-        if not os.path.isdir(directory):
-            return []
-        found = sorted((int(m.group(1)), name) for name in os.listdir(directory) if (m := _SNAPSHOT.match(name)))
-        return [os.path.join(directory, name) for _, name in found]
-    return list(listed(run_dir))
-
-
-def _step_of(path) -> int:
-    return int(re.search(r"(\d+)\.h5$", os.path.basename(path)).group(1))
+from .snapshots import DIRECTORY, list_snapshots, read_snapshot
 
 
 def frames(run_dir) -> tuple[str, list[tuple[int, str]]]:
     """("snapshots" | "checkpoints", [(step, path)...] oldest first)."""
-    snaps = snapshot_paths(run_dir)
+    snaps = list_snapshots(os.path.join(run_dir, DIRECTORY))
     if snaps:
-        return "snapshots", [(_step_of(p), p) for p in snaps]
+        return "snapshots", snaps
     return "checkpoints", list_checkpoints(os.path.join(run_dir, "checkpoints"))
 
 
-def _plain(value):
-    return value.decode() if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
+def _unreadable(path, exc) -> ConfigError:
+    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"plot: {path} cannot be read as a snapshot or checkpoint: {why}")
 
 
-def read_frame(path, names=None) -> dict:
-    """One snapshot or checkpoint as a dict (see the module's docstring);
-    ``names``: only these datasets.  A file that is not one of ours is a
-    ConfigError naming it."""
+def problem_of(path) -> str:
+    """The ``problem`` attribute of a snapshot or checkpoint."""
     import h5py
     try:
         with h5py.File(path, "r") as f:
-            frame = {"step": int(f.attrs["step"]), "time": float(f.attrs["time"]),
-                     "problem": str(_plain(f.attrs["problem"])), "path": path}
+            value = f.attrs["problem"]
+    except (OSError, KeyError) as exc:
+        raise _unreadable(path, exc) from None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and (names is None or name in names):
-                    frame[name] = np.asarray(obj[...], dtype=np.float64)
-            f.visititems(visit)
-            if "heat/u" in f:
-                frame["heat/origin"] = np.asarray(f["heat/u"].attrs["origin"], dtype=np.float64)
-                frame["heat/spacing"] = np.asarray(f["heat/u"].attrs["spacing"], dtype=np.float64)
+
+def read_frame(path) -> dict:
+    """One snapshot or checkpoint (``snapshots.read_snapshot``: the same
+    dataset names in both); a file that is not one is a ConfigError naming it."""
+    try:
+        return read_snapshot(path)
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"plot: {path} cannot be read as a snapshot or checkpoint: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    return frame
+        raise _unreadable(path, exc) from None
 
 
 def field_range(path, name="heat/u", rows=1 << 22) -> tuple[float, float]:
@@ -84,6 +61,5 @@ def field_range(path, name="heat/u", rows=1 << 22) -> tuple[float, float]:
                 block = np.asarray(d[start:start + step], dtype=np.float64)
                 lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"plot: {path} cannot be read as a snapshot or checkpoint: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise _unreadable(path, exc) from None
     return lo, hi

@@ -1,4 +1,4 @@
-"""Checkpoint writing off the step loop.
+"""Checkpoint (and snapshot) writing off the step loop.
 
 At a checkpoint step the model's state is copied (``checkpoint_datasets``
 returns fresh arrays) and a thread writes it with its own duplicated
@@ -7,6 +7,10 @@ flight.  Whether a write has finished, or failed, is decided collectively
 (``poll_flags`` goes into the driver's per-step agreement), so every rank
 learns of a failure on any rank at the same step boundary and none waits on
 a collective that a failed writer will never enter.
+
+Snapshots (``io.snapshots``) go through the same writer, one write at a
+time with the checkpoints: a state buffer a model lends to one write is
+never stepped into before that write ends.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numpy as np
 
 from ..parallel.mpi import MPI, emit
 from .checkpoint import CheckpointAbandoned, now_utc, one_line, write_checkpoint
+from .snapshots import snapshot_name
 
 
 class WriterError(RuntimeError):
@@ -25,7 +30,7 @@ class WriterError(RuntimeError):
 
 
 class CheckpointWriter:
-    def __init__(self, comm, directory, keep=0, background=True, on_complete=None):
+    def __init__(self, comm, directory, keep=0, background=True, on_complete=None, snapshots=None):
         self.comm = comm                                   # the main thread's communicator
         self.background = background = background and threads_allowed()
         self.io_comm = comm.Dup() if background else comm  # the writer thread's own
@@ -36,33 +41,41 @@ class CheckpointWriter:
         self._thread = None
         self._error = None
         self._mine = set()          # checkpoints this process wrote: pruning may remove them
+        self.snapshots = snapshots  # (directory, on_complete(path) on rank 0) of the run's snapshots
 
     # --- the write itself -------------------------------------------------------
-    def _write(self, step, attrs, datasets, created):
+    def _write(self, step, attrs, datasets, created, snapshot=False):
         t0 = time.perf_counter()
+        what = f"snapshot of step {step}: " if snapshot else ""
         try:
-            self.last_path = write_checkpoint(self.directory, step, self.io_comm, attrs, datasets,
-                                              keep=self.keep, on_complete=self.on_complete, created=created,
-                                              mine=self._mine)
-            self._mine.add(self.last_path)
+            if snapshot:
+                directory, on_complete = self.snapshots
+                write_checkpoint(directory, step, self.io_comm, attrs, datasets, on_complete=on_complete,
+                                 created=created, name=snapshot_name(step))
+            else:
+                self.last_path = write_checkpoint(self.directory, step, self.io_comm, attrs, datasets,
+                                                  keep=self.keep, on_complete=self.on_complete, created=created,
+                                                  mine=self._mine)
+                self._mine.add(self.last_path)
         except CheckpointAbandoned as exc:
-            self._error = (1, one_line(exc))
+            self._error = (1, what + one_line(exc))
         except Exception as exc:
-            self._error = (0, one_line(f"{type(exc).__name__}: {exc}"))
+            self._error = (0, what + one_line(f"{type(exc).__name__}: {exc}"))
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def submit(self, step, attrs, datasets):
-        """Start writing a checkpoint (collective: every rank at the same step)."""
+    def submit(self, step, attrs, datasets, snapshot=False):
+        """Start writing a checkpoint, or with ``snapshot`` a snapshot
+        (collective: every rank at the same step)."""
         self.settle()
         created = self.comm.bcast(now_utc(), root=0)
         if not self.background:
-            self._write(step, attrs, datasets, created)
+            self._write(step, attrs, datasets, created, snapshot)
             flags = np.array([int(self._error is not None)], dtype=np.int64)
             self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
             self.absorb(int(flags[0]), 0)
             return
-        self._thread = threading.Thread(target=self._write, args=(step, attrs, datasets, created),
+        self._thread = threading.Thread(target=self._write, args=(step, attrs, datasets, created, snapshot),
                                         name="checkpoint-writer", daemon=True)
         self.pending = True
         self._thread.start()

@@ -35,7 +35,7 @@ KINDS = ("heat", "nbody")
 DEFAULT_PROBLEM = {
     "heat": {"shape": [256, 256]},
     "time": {"steps": 5000},
-    "output": {"checkpoint_every": 2500},
+    "output": {"checkpoint_every": 2500, "snapshot_every": 500},
 }
 
 

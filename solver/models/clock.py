@@ -26,10 +26,23 @@ def _step_count(ratio):
     return max(0, math.ceil(ratio - 1e-9))
 
 
-def fit_end(time_settings, dt, restart=None):
+def fit_snapshot_dt(dt, every):
+    """dt, shrunk (never grown) so that a whole number of steps spans
+    ``every`` (output.snapshot_dt): snapshots land on its multiples exactly.
+    A dt that already divides it is kept bit for bit."""
+    ratio = every / dt
+    if round(ratio) >= 1 and abs(ratio - round(ratio)) <= 1e-9 * ratio:
+        return dt
+    return every / max(1, math.ceil(ratio))
+
+
+def fit_end(time_settings, dt, restart=None, snapshot_dt=0.0):
     """(dt, end step).  With ``time.t_end`` the step count follows from dt, and
     dt shrinks (never grows) so that the run lands on t_end exactly; a restart
-    that keeps its dt and still lands there keeps the dt bit for bit."""
+    that keeps its dt and still lands there keeps the dt bit for bit.  With
+    ``snapshot_dt`` dt first shrinks to divide it (``fit_snapshot_dt``)."""
+    if snapshot_dt:
+        dt = fit_snapshot_dt(dt, snapshot_dt)
     t_end = time_settings.t_end
     if t_end is None:
         return dt, time_settings.steps

@@ -53,7 +53,7 @@ def resolve_time(settings, restart=None, largest=None):
             raise ConfigError(
                 f"time.dt: {dt:g} is above the stability limit {limit:.6g} of the explicit "
                 f"scheme for this grid and diffusivity; use time.dt <= {limit:.6g} or time.dt = 'auto'")
-    dt, end = fit_end(t, dt, restart)
+    dt, end = fit_end(t, dt, restart, settings.output.snapshot_dt)
     return check_dt(dt, "fitted to time.t_end"), end
 
 

@@ -11,6 +11,9 @@ from ...io.figures import Look, save_figure
 from ...io.xdmf import hdf_item, numbers
 from .pictures import View
 
+# what output.snapshot_fields may name: field -> its dataset in checkpoints and snapshots
+SNAPSHOT_FIELDS = {"u": "heat/u"}
+
 
 def xdmf_grid(f, href, indent) -> str:
     """Cell-centred data on a mesh of shape + 1 nodes, the first node at 0.

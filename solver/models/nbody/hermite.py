@@ -72,7 +72,7 @@ class HermiteModel(NBodyModel):
         tdyn = t.safety * self._dynamical_time() / 8.0
         dt = check_dt(2.0 ** math.floor(math.log2(tdyn)) if tdyn > 0 and math.isfinite(tdyn) else tdyn,
                       "from time.dt = 'auto'")
-        dt, end = fit_end(t, dt, None)
+        dt, end = fit_end(t, dt, None, self.settings.output.snapshot_dt)
         return check_dt(dt, "fitted to time.t_end"), end
 
     def set_initial(self):

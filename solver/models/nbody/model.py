@@ -99,7 +99,7 @@ class NBodyModel(Clocked):
             dt = check_dt(float(self.restart.attrs["dt"]), f"stored in {self.restart.path}")
         else:
             dt = check_dt(t.safety * 0.01 * self._dynamical_time(), "from time.dt = 'auto'")
-        dt, end = fit_end(t, dt, self.restart)
+        dt, end = fit_end(t, dt, self.restart, self.settings.output.snapshot_dt)
         return check_dt(dt, "fitted to time.t_end"), end
 
     def _dynamical_time(self) -> float:

@@ -9,6 +9,10 @@ from ...io.figures import Look, save_figure
 from ...io.xdmf import hdf_item
 from .pictures import View
 
+# what output.snapshot_fields may name: field -> its dataset in checkpoints and snapshots
+SNAPSHOT_FIELDS = {"positions": "nbody/position", "velocities": "nbody/velocity", "masses": "nbody/mass",
+                   "ids": "nbody/id"}
+
 
 def xdmf_grid(f, href, indent) -> str:
     x = f["nbody/position"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...config import ConfigError
 from ...io.figures import Look, figure, marker_sizes, run_name
 from ...io.series import read_frame
 
-NAMES = ("nbody/position", "nbody/mass", "nbody/id")
 SHADED = 200             # above this many bodies, colour by density instead of by body
 CORE = 80                # percent of the bodies the centre panel holds
 TRACKED = 12             # bodies whose tracks are drawn (the first by id), when there are more
@@ -21,9 +21,21 @@ MOST_BINS = 64           # density bins across a panel: about sqrt(n)/2, so a bi
 PALETTE = "tab10"
 
 
+def _read(path):
+    """A frame with positions, masses (1 where a snapshot left them out)
+    and ids (row numbers where it did)."""
+    frame = read_frame(path)
+    if "nbody/position" not in frame:
+        raise ConfigError(f"plot: {path} holds no positions (output.snapshot_fields leaves them out); "
+                          f"plot needs them")
+    n = len(frame["nbody/position"])
+    frame.setdefault("nbody/mass", np.ones(n))
+    frame["nbody/id"] = np.asarray(frame.get("nbody/id", np.arange(n)), dtype=np.int64)
+    return frame
+
+
 def _ids(frame):
-    n = len(frame["nbody/mass"])
-    return frame["nbody/id"].astype(np.int64) if "nbody/id" in frame else np.arange(n)
+    return frame["nbody/id"]
 
 
 class View:
@@ -34,7 +46,7 @@ class View:
         lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
         self.times, self.steps, frames = [], [], []
         for path in self.paths:
-            f = read_frame(path, NAMES)
+            f = _read(path)
             xy = f["nbody/position"][:, :2]
             finite = xy[np.all(np.isfinite(xy), axis=1)]
             if len(finite):
@@ -42,8 +54,7 @@ class View:
             self.times.append(f["time"])
             self.steps.append(f["step"])
             frames.append((_ids(f), xy))
-        last = read_frame(self.paths[-1], NAMES)
-        self.n = len(last["nbody/mass"])
+        self.n = len(f["nbody/mass"])                          # in the newest frame
         all_ids = np.unique(np.concatenate([ids for ids, _ in frames]))
         self.tracked = all_ids[:self.n if self.n <= 2 * TRACKED else TRACKED]
         # tracks[k, j]: body tracked[j] at frame k (NaN where a frame lacks it)
@@ -139,7 +150,7 @@ class View:
     def draw(self, fig, path, index=None, tail=None) -> str:
         """Draw the frame at ``path`` (the series' frame ``index``, with the
         last ``tail`` frames of each tracked body behind it); returns its stem."""
-        frame = read_frame(path, NAMES)
+        frame = _read(path)
         axes = []
         for k in range(len(self.panels)):
             ax = self._axes(fig, k)
