@@ -1,7 +1,7 @@
 """``python -m solver plot RUN_DIR``: pictures of a run and movies of its
 series.
 
-The series is the run's snapshots, else its checkpoints.  Every picture of
+The series is the run's snapshots and checkpoints (``io.series``).  Every picture of
 one run shares one colour range (its min and max over the series, or the
 user's --vmin/--vmax) and, for bodies, one view.  Images are rendered in
 memory and written into the output directory (default RUN_DIR/plots) by
@@ -16,12 +16,12 @@ from .config import ConfigError
 from .io.figures import FORMATS, Look, history_figure, image_bytes
 from .io.inputs import check_file
 from .io.owned import check_replaceable, write_results
-from .io.rotation import list_checkpoints
 from .io.series import frames, problem_of
 from .models import get
 
 AXIS_NAMES = {"x0": 0, "x1": 1, "x2": 2, "0": 0, "1": 1, "2": 2}
 MOST_DPI = 1200
+MIN_TRACK_FRAMES = 3          # two frames make a straight line, not a track
 
 
 def _parse_slice(text) -> tuple[int, float]:
@@ -63,15 +63,16 @@ def look_of(args) -> Look:
 
 
 def _series(run_dir):
-    """(kind, [(step, path)...], model package) of the run's frames."""
+    """(what the frames are, [(step, path)...], model package) of the run."""
     if not os.path.isdir(run_dir):
         raise ConfigError(f"plot: {run_dir} is not a directory (give a run's output directory)")
     kind, series = frames(run_dir)
     if not series:
         raise ConfigError(f"plot: no snapshots or checkpoints in {run_dir} (give a run's output directory)")
-    last = series[-1][1]
-    problem = check_file(last, "plot").attrs["problem"] if kind == "checkpoints" else problem_of(last)
-    return kind, series, get(problem)
+    for step, path in series[-1:]:                    # a checkpoint is checked as a restart would check it
+        if os.path.dirname(path).endswith("checkpoints"):
+            check_file(path, "plot")
+    return kind, series, get(problem_of(series[-1][1]))
 
 
 def _chosen(run_dir, series, step, every) -> list[str]:
@@ -82,13 +83,10 @@ def _chosen(run_dir, series, step, every) -> list[str]:
     if step is None:
         return [series[-1][1]]
     found = dict(series)
-    found.update({s: p for s, p in list_checkpoints(os.path.join(run_dir, "checkpoints")) if s not in found})
     if step not in found:
         have = sorted(found)
         shown = ", ".join(map(str, have if len(have) <= 12 else have[:5] + ["..."] + have[-5:]))
         raise ConfigError(f"plot: no snapshot or checkpoint of step {step} in {run_dir}; have {shown}")
-    if step not in dict(series):
-        check_file(found[step], "plot")             # a checkpoint outside a series of snapshots
     return [found[step]]
 
 
@@ -102,13 +100,13 @@ def plot_run(run_dir, step=None, out_dir=None, every=False, fmt="png", look=Look
     chosen = _chosen(run_dir, series, step, every)
     paths = [path for _, path in series]
     try:
-        view = spec.View(paths + [p for p in chosen if p not in paths], look, kind)
+        view = spec.View(paths, look, kind)
         files = {}
         for path in chosen:
             fig = view.new_figure()
             stem = view.draw(fig, path)
             files[f"{stem}.{fmt}"] = image_bytes(fig, fmt, look.dpi)
-        if hasattr(view, "draw_tracks") and len(paths) > 1:
+        if hasattr(view, "draw_tracks") and len(paths) >= MIN_TRACK_FRAMES:
             stem, fig = view.draw_tracks()
             files[f"{stem}.{fmt}"] = image_bytes(fig, fmt, look.dpi)
         history = history_figure(os.path.join(run_dir, "diagnostics.csv"),
@@ -129,7 +127,7 @@ def movie_run(run_dir, movie, look=Look()) -> list[str]:
         check_replaceable(directory, [name], "--movie")
     kind, series, spec = _series(run_dir)
     if len(series) < 2:
-        raise ConfigError(f"plot: --movie needs a series, and {run_dir} has one {kind[:-1]} "
+        raise ConfigError(f"plot: --movie needs a series, and {run_dir} has one frame "
                           f"(write snapshots: output.snapshot_every or output.snapshot_dt)")
     paths = [path for _, path in series]
     indices = sample(len(paths))

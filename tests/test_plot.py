@@ -2,7 +2,6 @@
 inside the canvas, one colour norm across a series, a diverging map
 centred on 0 only for a field that changes sign, tick labels apart, every
 body visible, 3-D planes through the centre, the figure eight's tracks."""
-import glob
 import os
 
 import h5py
@@ -30,21 +29,23 @@ def _run(base, name, *sets):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("pictures")
-    every = ["output.keep=0", "output.checkpoint_every=10"]
+    every = ["output.keep=0", "output.checkpoint_every=10", "output.snapshot_every=10"]
     return {
         "signed": _run(base, "signed", "heat.shape=[16,12]", "heat.modes=[1,2]", "time.steps=40", *every),
         "positive": _run(base, "positive", "heat.shape=[16,12]", "heat.modes=[1,1]", "time.steps=40", *every),
         "3d": _run(base, "box", "heat.shape=[7,6,4]", "heat.extent=[3.0,2.0,1.0]", "heat.initial='random'",
-                   "time.steps=6", "output.keep=0", "output.checkpoint_every=2"),
+                   "time.steps=6", "output.keep=0", "output.checkpoint_every=2", "output.snapshot_every=2"),
         "figure8": _run(base, "figure8", "problem.kind='nbody'", "nbody.initial='figure8'", "nbody.softening=0.0",
-                        "time.dt=0.005", "time.t_end=6.32591398", "output.keep=0", "output.checkpoint_every=25"),
+                        "time.dt=0.005", "time.t_end=6.32591398", "output.keep=0", "output.checkpoint_every=0",
+                        "output.snapshot_every=25"),
         "plummer": _run(base, "plummer", "problem.kind='nbody'", "nbody.n=400", "time.dt=0.01", "time.steps=4",
-                        "output.keep=0", "output.checkpoint_every=2"),
+                        "output.keep=0", "output.snapshot_every=2"),
     }
 
 
 def _paths(run):
-    return sorted(glob.glob(os.path.join(run, "checkpoints", "step_*.h5")))
+    from solver.io.series import frames
+    return [path for _, path in frames(run)[1]]
 
 
 def _view(run, look=None):
@@ -120,7 +121,7 @@ def test_one_colour_norm_across_a_series_the_series_range(runs):
     hi = max(float(h5py.File(p, "r")["heat/u"][...].max()) for p in _paths(run))
     norms = {(im.norm.vmin, im.norm.vmax) for fig in _drawn(run) for im in _images(fig)}
     assert len(norms) == 1 and norms.pop() == (pytest.approx(lo), pytest.approx(hi))
-    assert len(_paths(run)) == 4 and hi > 1.5 * float(h5py.File(_paths(run)[-1], "r")["heat/u"][...].max())
+    assert len(_paths(run)) == 5 and hi > 1.5 * float(h5py.File(_paths(run)[-1], "r")["heat/u"][...].max())
 
 
 def test_a_field_that_changes_sign_gets_a_diverging_map_centred_on_zero(runs):
@@ -243,7 +244,7 @@ def test_all_step_slice_cmap_vmin_vmax(runs, tmp_path):
     r = run_solver(["plot", runs["positive"], "--all", "--out", str(tmp_path / "all")])
     assert r.returncode == 0, r.stderr
     assert [n for n in _listing(tmp_path / "all") if n.startswith("field")] == \
-        [f"field_{s:09d}.png" for s in (10, 20, 30, 40)]
+        [f"field_{s:09d}.png" for s in (0, 10, 20, 30, 40)]
     r = run_solver(["plot", runs["positive"], "--step", "20", "--out", str(tmp_path / "one")])
     assert r.returncode == 0, r.stderr
     assert "field_000000020.png" in _listing(tmp_path / "one")
@@ -257,6 +258,7 @@ def test_nbody_plot_draws_particles_and_tracks(runs, tmp_path):
     r = run_solver(["plot", runs["figure8"], "--out", str(tmp_path / "p")])
     assert r.returncode == 0, r.stderr
     last = os.path.basename(_paths(runs["figure8"])[-1]).replace("step", "particles").replace(".h5", ".png")
+    assert last == "particles_000001266.png"                  # the final checkpoint, off the snapshot cadence
     assert [n for n in _listing(tmp_path / "p") if not n.startswith(".")] == ["history.png", last, "tracks.png"]
 
 
@@ -305,7 +307,7 @@ BAD = [
     ("3d", ["--slice", "x3=0.5"], "AXIS=COORD"),
     ("3d", ["--slice", "x0"], "AXIS=COORD"),
     ("3d", ["--slice", "x0=3.5"], "outside the domain"),
-    ("positive", ["--step", "7"], "have 10, 20, 30, 40"),
+    ("positive", ["--step", "7"], "have 0, 10, 20, 30, 40"),
     ("positive", ["--step", "10", "--all"], "not both"),
     ("positive", ["--movie", "m.avi"], ".mp4 or .gif"),
     ("positive", ["--movie", "m.gif", "--all"], "--movie"),
@@ -333,7 +335,7 @@ def test_an_mp4_without_ffmpeg_is_one_line(runs, tmp_path):
 
 
 def test_a_movie_of_one_frame_is_refused(tmp_path):
-    run = _run(tmp_path, "single", "heat.shape=[8,8]", "time.steps=2")
+    run = _run(tmp_path, "single", "heat.shape=[8,8]", "time.steps=2", "output.snapshot_every=0")
     r = run_solver(["plot", run, "--movie", str(tmp_path / "m.gif")])
     assert r.returncode == 2 and "needs a series" in r.stderr and not (tmp_path / "m.gif").exists()
 
@@ -347,19 +349,31 @@ def _snapshot(run, step, t, u):
         f["heat/u"].attrs.update({"origin": [0.05, 0.05], "spacing": [0.1, 0.1]})
 
 
-def test_the_series_is_the_snapshots_when_there_are_any(runs, tmp_path):
+def test_the_series_is_the_snapshots_and_the_checkpoints_off_their_steps(runs, tmp_path):
     import shutil
-    run = str(tmp_path / "with_snapshots")
-    shutil.copytree(runs["positive"], run)
+    run = str(tmp_path / "mixed")
+    shutil.copytree(os.path.join(runs["positive"], "checkpoints"), os.path.join(run, "checkpoints"))
     for k in range(3):
         _snapshot(run, 5 * k, 0.1 * k, np.full((16, 12), 3.0 - k))
+    from solver.io.series import frames
+    kind, series = frames(run)
+    assert kind == "snapshots and checkpoints" and [s for s, _ in series] == [0, 5, 10, 20, 30, 40]
+    assert "snapshots" in series[2][1] and "checkpoints" in series[3][1]
     r = run_solver(["plot", run, "--all", "--out", str(tmp_path / "p")])
     assert r.returncode == 0, r.stderr
     assert [n for n in _listing(tmp_path / "p") if n.startswith("field")] == \
-        ["field_000000000.png", "field_000000005.png", "field_000000010.png"]
-    from solver.io.series import frames
-    kind, series = frames(run)
-    assert kind == "snapshots" and [s for s, _ in series] == [0, 5, 10]
-    r = run_solver(["plot", run, "--step", "40", "--out", str(tmp_path / "q")])   # a checkpoint outside them
+        [f"field_{s:09d}.png" for s in (0, 5, 10, 20, 30, 40)]
+    view, _ = _view(run)
+    assert view.range == (pytest.approx(float(np.min([h5py.File(p, "r")["heat/u"][...].min() for p in _paths(run)]))),
+                          3.0)
+
+
+def test_tracks_need_three_frames(runs, tmp_path):
+    import shutil
+    run = str(tmp_path / "two")
+    os.makedirs(os.path.join(run, "checkpoints"))
+    for path in _paths(runs["figure8"])[-2:]:
+        shutil.copy(path, os.path.join(run, "checkpoints", "step_" + os.path.basename(path)[-12:]))
+    r = run_solver(["plot", run, "--out", str(tmp_path / "p")])
     assert r.returncode == 0, r.stderr
-    assert "field_000000040.png" in _listing(tmp_path / "q")
+    assert "tracks.png" not in _listing(tmp_path / "p")

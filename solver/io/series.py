@@ -1,6 +1,6 @@
 """The frames of a run that pictures and movies are drawn from: its
-snapshots (``RUN/snapshots/snap_N.h5``) when it has any, else its
-checkpoints.  Both hold the same datasets, so one reader serves both.
+snapshots (``RUN/snapshots/snap_N.h5``) and its checkpoints.  Both hold
+the same datasets, so one reader serves both.
 
 A frame reads as ``snapshots.read_snapshot`` gives it: ``step``, ``time``,
 ``problem`` and every dataset by name (``heat/u``, ``nbody/position``...)."""
@@ -16,14 +16,17 @@ from .snapshots import DIRECTORY, list_snapshots, read_snapshot
 
 
 def frames(run_dir) -> tuple[str, list[tuple[int, str]]]:
-    """("snapshots" | "checkpoints", [(step, path)...] oldest first)."""
-    snaps = list_snapshots(os.path.join(run_dir, DIRECTORY))
-    if snaps:
-        return "snapshots", snaps
-    return "checkpoints", list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    """(what they are, [(step, path)...] oldest first): the run's snapshots
+    and its checkpoints, the snapshot where both have a step (the newest
+    state of a run is often a checkpoint off the snapshot cadence)."""
+    snaps = dict(list_snapshots(os.path.join(run_dir, DIRECTORY)))
+    checkpoints = {s: p for s, p in list_checkpoints(os.path.join(run_dir, "checkpoints")) if s not in snaps}
+    kind = " and ".join(k for k, have in (("snapshots", snaps), ("checkpoints", checkpoints)) if have)
+    return kind, sorted({**checkpoints, **snaps}.items())
 
 
-def _unreadable(path, exc) -> ConfigError:
+def unreadable(path, exc) -> ConfigError:
+    """The error for a frame that cannot be read (bad input: the user's file)."""
     why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ConfigError(f"plot: {path} cannot be read as a snapshot or checkpoint: {why}")
 
@@ -35,7 +38,7 @@ def problem_of(path) -> str:
         with h5py.File(path, "r") as f:
             value = f.attrs["problem"]
     except (OSError, KeyError) as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -45,7 +48,7 @@ def read_frame(path) -> dict:
     try:
         return read_snapshot(path)
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
 
 
 def field_range(path, name="heat/u", rows=1 << 22) -> tuple[float, float]:
@@ -61,5 +64,5 @@ def field_range(path, name="heat/u", rows=1 << 22) -> tuple[float, float]:
                 block = np.asarray(d[start:start + step], dtype=np.float64)
                 lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     except (OSError, KeyError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
     return lo, hi

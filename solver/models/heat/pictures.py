@@ -9,7 +9,7 @@ import numpy as np
 
 from ...config import ConfigError
 from ...io.figures import Look, colour_scale, figure, run_name
-from ...io.series import field_range
+from ...io.series import field_range, unreadable
 
 AXES = "x0 x1 x2".split()
 
@@ -19,11 +19,14 @@ class Grid:
 
     def __init__(self, path):
         import h5py
-        with h5py.File(path, "r") as f:
-            u = f["heat/u"]
-            self.shape = tuple(int(n) for n in u.shape)
-            self.origin = np.asarray(u.attrs["origin"], dtype=np.float64)
-            self.spacing = np.asarray(u.attrs["spacing"], dtype=np.float64)
+        try:
+            with h5py.File(path, "r") as f:
+                u = f["heat/u"]
+                self.shape = tuple(int(n) for n in u.shape)
+                self.origin = np.asarray(u.attrs["origin"], dtype=np.float64)
+                self.spacing = np.asarray(u.attrs["spacing"], dtype=np.float64)
+        except (OSError, KeyError, ValueError) as exc:
+            raise unreadable(path, exc) from None
 
     def low(self, axis) -> float:
         return float(self.origin[axis] - 0.5 * self.spacing[axis])
@@ -52,14 +55,16 @@ def planes(grid, slices=()) -> list[tuple[int, int]]:
 
 
 def _read(path, plane):
+    """(step, time, the field or its ``plane``) of a frame."""
     import h5py
-    with h5py.File(path, "r") as f:
-        u = f["heat/u"]
-        step, t = int(f.attrs["step"]), float(f.attrs["time"])
-        if plane is None:
-            return step, t, np.asarray(u[...], dtype=np.float64)
-        axis, index = plane
-        return step, t, np.asarray(u[tuple(index if a == axis else slice(None) for a in range(3))], dtype=np.float64)
+    try:
+        with h5py.File(path, "r") as f:
+            u = f["heat/u"]
+            step, t = int(f.attrs["step"]), float(f.attrs["time"])
+            at = Ellipsis if plane is None else tuple(plane[1] if a == plane[0] else slice(None) for a in range(3))
+            return step, t, np.asarray(u[at], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise unreadable(path, exc) from None
 
 
 class View:

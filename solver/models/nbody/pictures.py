@@ -194,6 +194,6 @@ class View:
             ax.legend(loc="best", fontsize="small", framealpha=0.8)
         which = f"{len(self.tracked)} bodies" if len(self.tracked) == self.n else \
             f"the first {len(self.tracked)} of {self.n} bodies"
-        fig.suptitle(f"{run_name(self.paths[-1])}: tracks of {which} through {len(self.paths)} {self.kind}, "
+        fig.suptitle(f"{run_name(self.paths[-1])}: tracks of {which} from {len(self.paths)} {self.kind}, "
                      f"t = {self.times[0]:.6g} to {self.times[-1]:.6g}")
         return "tracks", fig
