@@ -95,16 +95,14 @@ def test_cadence_in_steps_starts_at_step_0_without_intermediate_checkpoints(tmp_
 
 def test_cadence_in_simulated_time_lands_on_each_multiple(tmp_path):
     run = str(tmp_path / "run")
-    # dt = 'auto' is about 3.7e-4 here: 0.001 is no multiple of it, so dt shrinks to divide it
-    _ok(run_solver(["run", *HEAT, "--set", "time.t_end=0.004", "--set", "output.snapshot_dt=0.001",
+    # dt = 'auto' is about 1.84e-3 here: 0.005 is no multiple of it, so dt shrinks to 0.005 / 3
+    _ok(run_solver(["run", *HEAT, "--set", "time.t_end=0.02", "--set", "output.snapshot_dt=0.005",
                     "--output", run]))
     snaps = [read_snapshot(p) for p in snapshot_paths(run)]
-    assert len(snaps) == 5
+    assert [s["step"] for s in snaps] == [0, 3, 6, 9, 12]
     for k, snap in enumerate(snaps):
-        assert abs(snap["time"] - k * 0.001) <= 1e-15
-    steps = [s["step"] for s in snaps]
-    assert steps[0] == 0 and len({b - a for a, b in zip(steps, steps[1:])}) == 1
-    assert 0.001 / float(snaps[1]["attrs"]["dt"]) == pytest.approx(steps[1], rel=1e-12)
+        assert abs(snap["time"] - k * 0.005) <= 1e-15
+    assert float(snaps[1]["attrs"]["dt"]) == pytest.approx(0.005 / 3, rel=1e-14)
 
 
 def test_float32_snapshots_hold_the_state_rounded(tmp_path):
@@ -130,8 +128,21 @@ def test_a_subset_of_fields_and_of_bodies(tmp_path):
     with h5py.File(os.path.join(run, "checkpoints", "step_000000006.h5")) as f:
         assert np.array_equal(snap["nbody/position"], f["nbody/position"][:4])
     assert np.array_equal(snap["nbody/id"], np.arange(4))
-    times = _xdmf_times(run)
-    assert len(times) == 3                          # trajectories: positions at every snapshot
+    # trajectories: VTK animates the positions of every snapshot
+    vtk = pytest.importorskip("vtk")
+    from vtk.util.numpy_support import vtk_to_numpy
+    reader = vtk.vtkXdmfReader()
+    reader.SetFileName(os.path.join(run, "run.xdmf"))
+    reader.UpdateInformation()
+    times = reader.GetOutputInformation(0).Get(vtk.vtkStreamingDemandDrivenPipeline.TIME_STEPS())
+    snaps = [read_snapshot(p) for p in snapshot_paths(run)]
+    assert list(times) == [s["time"] for s in snaps] and len(snaps) == 3
+    for t, s in zip(times, snaps):
+        reader.UpdateTimeStep(t)
+        data = reader.GetOutputDataObject(0)
+        if data.IsA("vtkMultiBlockDataSet"):
+            data = data.GetBlock(0)
+        assert np.array_equal(vtk_to_numpy(data.GetPoints().GetData()), s["nbody/position"])
 
 
 def test_snapshots_are_never_pruned_while_checkpoints_are(tmp_path):
@@ -199,7 +210,7 @@ def test_a_run_killed_while_writing_a_snapshot_leaves_every_earlier_one_readable
     snapdir = os.path.join(run, "snapshots")
     args = ["run", *HEAT, "--set", "time.steps=100000", "--set", "output.snapshot_every=1", "--output", run]
     # each write waits before its rename: the kill falls while a temporary file is there
-    proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_WRITE": "0.5"}),
+    proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_SNAPSHOT": "0.5"}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -289,3 +300,12 @@ def test_a_cadence_given_with_set_replaces_the_other_from_the_file():
     assert (out.snapshot_every, out.snapshot_dt) == (0, 0.5)
     with pytest.raises(ConfigError, match="not both"):
         load_settings("[output]\nsnapshot_every = 5\nsnapshot_dt = 0.5\n", "run.toml")
+
+
+def test_a_failed_snapshot_write_ends_the_run_on_every_rank_and_leaves_no_file(tmp_path):
+    run = str(tmp_path / "run")
+    r = run_solver(["run", *HEAT, "--set", "time.steps=10", "--set", "output.snapshot_every=3", "--output", run],
+                   np=2, env={"SOLVER_TEST_FAIL_WRITE": "6:1"})
+    assert r.returncode == 1 and "snapshot of step 6" in r.stderr and "injected failure" in r.stderr, r.stderr
+    assert _steps(run) == [0, 3]
+    assert not [n for n in os.listdir(os.path.join(run, "snapshots")) if n.endswith(".part")]

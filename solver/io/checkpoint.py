@@ -184,7 +184,8 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
         datasets = [dataclasses.replace(ds, attrs={**ds.attrs, **checksum.attrs(total)})
                     for ds, total in zip(datasets, _sum_over_ranks(comm, sums))]
         _write_file(partial, comm, step, root_attrs(step, comm.size, created, attrs), datasets)
-        _test_delay = float(os.environ.get("SOLVER_TEST_SLOW_WRITE", "0") or 0)
+        slow = "SOLVER_TEST_SLOW_SNAPSHOT" if name else "SOLVER_TEST_SLOW_WRITE"      # snapshots: their own
+        _test_delay = float(os.environ.get(slow, "0") or 0)
         if _test_delay:
             time.sleep(_test_delay)      # tests: widen the window in which a job is killed mid-write
         quiet_barrier(comm)              # every rank has closed the file

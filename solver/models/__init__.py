@@ -16,7 +16,8 @@ Each model is a package here exposing the same names:
                           how its output is shown
     View(paths, look, kind)
                           how a series of its frames is drawn with one colour range and view:
-                          new_figure(), draw(fig, path, index, tail), and optionally draw_tracks(fig)
+                          new_figure(), draw(fig, path, index, tail), and optionally draw_tracks()
+    SNAPSHOT_FIELDS       {field name output.snapshot_fields may give: its dataset}
 
 A new model is a new package and a name in ``KINDS``.  Importing this
 module and the model packages is cheap (no MPI, no HDF5), because the
@@ -35,7 +36,7 @@ KINDS = ("heat", "nbody")
 DEFAULT_PROBLEM = {
     "heat": {"shape": [256, 256]},
     "time": {"steps": 5000},
-    "output": {"checkpoint_every": 2500, "snapshot_every": 500},
+    "output": {"checkpoint_every": 2500},
 }
 
 
