@@ -37,13 +37,15 @@ class Look:
 SEQUENTIAL, DIVERGING = "inferno", "RdBu_r"
 
 
-def figure(width, height, dpi=100):
+def figure(width, height, dpi=100, layout="constrained"):
+    """A figure laid out so that labels never overlap ("compressed": also
+    without gaps between panels of a fixed aspect ratio)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plotting needs matplotlib: pip install .[plot]") from exc
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")   # labels never overlap
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -92,16 +92,18 @@ class View:
         return (0, 1) if plane is None else tuple(a for a in range(3) if a != plane[0])
 
     def new_figure(self):
+        """A figure that fits the panels: each as wide and high as its plane
+        (the longer side one panel unit), with room for labels and the colour bar."""
         g = self.grid
-        widths = []
+        sides = []
         for plane in self.planes:
             a, b = self._axes_of(plane)
-            ratio = (g.high(a) - g.low(a)) / (g.high(b) - g.low(b))
-            widths.append(min(2.5, max(0.4, ratio)))
-        panel = 4.0 if len(self.planes) > 1 else 5.0
-        height = panel * max(widths) + 1.2
-        width = sum(panel / max(1.0, w) for w in widths) + 1.4
-        return figure(min(width, 16.0), min(height, 9.0), self.dpi)
+            w, h = g.high(b) - g.low(b), g.high(a) - g.low(a)
+            sides.append((max(0.25, w / max(w, h)), max(0.25, h / max(w, h))))
+        unit = 3.6 if len(self.planes) > 1 else 4.8
+        width = unit * sum(w for w, _ in sides) + 0.7 * len(sides) + 1.2
+        height = unit * max(h for _, h in sides) + 1.3
+        return figure(min(width, 16.0), min(height, 9.0), self.dpi, layout="compressed")
 
     def draw(self, fig, path, index=None, tail=None) -> str:
         """Draw the frame at ``path`` on ``fig`` (``index`` and ``tail``, a

@@ -103,10 +103,10 @@ class View:
     def new_figure(self, panel=None):
         """A figure for every panel, or for one ``panel`` (title, low, high corners)."""
         if panel is None and self.shaded:
-            return figure(11.0, 5.4, self.dpi)
+            return figure(11.0, 4.9, self.dpi, layout="compressed")
         _, lo, hi = panel or self.panels[0]
         ratio = min(1.6, max(0.35, float((hi - lo)[1] / (hi - lo)[0])))
-        return figure(6.0, 5.6 * ratio + 1.0, self.dpi)
+        return figure(6.0, 5.6 * ratio + 1.0, self.dpi, layout="compressed")
 
     def _axes(self, fig, k=0, panel=None):
         title, lo, hi = panel or self.panels[k]
@@ -181,12 +181,13 @@ class View:
         fig = fig or self.new_figure(panel)
         ax = self._axes(fig, panel=panel)
         colours = self._colours(len(self.tracked))
+        widths = np.linspace(3.0, 1.0, len(self.tracked)) if len(self.tracked) > 1 else [1.5]   # shared paths show
         for j, body in enumerate(self.tracked):
             xy = self.tracks[:, j]
             seen = np.all(np.isfinite(xy), axis=1)
             if not seen.any():
                 continue
-            ax.plot(xy[seen, 0], xy[seen, 1], color=colours[j], linewidth=1.2, label=f"body {body}")
+            ax.plot(xy[seen, 0], xy[seen, 1], color=colours[j], linewidth=widths[j], label=f"body {body}")
             first, last = xy[seen][0], xy[seen][-1]
             ax.scatter([first[0]], [first[1]], s=30, facecolors="none", edgecolors=[colours[j]], zorder=3)
             ax.scatter([last[0]], [last[1]], s=30, color=[colours[j]], edgecolors="k", linewidths=0.5, zorder=3)
