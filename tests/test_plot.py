@@ -100,6 +100,25 @@ def test_every_text_lies_inside_the_canvas(runs, kind, tmp_path):
         assert LONG[:20] in fig._suptitle.get_text()
 
 
+@pytest.mark.parametrize("kind", ["signed", "3d", "figure8", "plummer"])
+def test_no_two_titles_or_labels_overlap_and_titles_keep_over_their_panels(runs, kind, tmp_path):
+    from matplotlib.text import Text
+    os.symlink(runs[kind], tmp_path / LONG)
+    for fig in _drawn(str(tmp_path / LONG)):
+        fig.canvas.draw()
+        ticks = {id(label) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+                 for t in axis.get_major_ticks() + axis.get_minor_ticks() for label in (t.label1, t.label2)}
+        boxes = [(t.get_text(), t.get_window_extent()) for t in fig.findobj(Text)
+                 if id(t) not in ticks and t.get_visible() and t.get_text().strip()]
+        for k, (a, box) in enumerate(boxes):
+            for b, other in boxes[k + 1:]:
+                assert not box.overlaps(other), (a, b)
+        for ax in fig.axes:                       # a panel's title stays over its panel
+            if ax.get_title():
+                title, panel = ax.title.get_window_extent(), ax.get_window_extent()
+                assert panel.x0 - 6.5 <= title.x0 and title.x1 <= panel.x1 + 6.5, ax.get_title()
+
+
 def test_the_history_title_lies_inside_the_canvas(runs, tmp_path):
     from solver.io.figures import finish, history_figure
     from solver.models import get

@@ -67,15 +67,22 @@ def _overflow(text, box):
 
 def _fit_text(fig) -> bool:
     """Wrap every title and label that reaches past the canvas (a long run
-    name); whether any changed.  The figure must have been drawn."""
+    name), or a panel's title wider than its panel; whether any changed.
+    The figure must have been drawn."""
     from matplotlib.text import Text
     ticks = {id(label) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
              for t in axis.get_major_ticks() + axis.get_minor_ticks() for label in (t.label1, t.label2)}
+    from matplotlib.transforms import Bbox
+    above = {id(ax.title): ax for ax in fig.axes}       # a panel's title stays over its panel
     changed = False
     for text in fig.findobj(Text):
         if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
             continue
-        over = _overflow(text, fig.bbox)
+        box = fig.bbox
+        if id(text) in above:
+            panel = above[id(text)].get_window_extent()
+            box = Bbox.from_extents(max(box.x0, panel.x0 - 6), box.y0, min(box.x1, panel.x1 + 6), box.y1)
+        over = _overflow(text, box)
         if over is None:
             continue
         room, length = over

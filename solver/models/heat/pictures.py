@@ -119,7 +119,7 @@ class View:
             ax.set_xlabel(f"{AXES[b]} (length units)")
             ax.set_ylabel(f"{AXES[a]} (length units)")
             if plane is not None:
-                ax.set_title(f"plane {AXES[plane[0]]} = {g.centre(*plane):.4g}")
+                ax.set_title(f"{AXES[plane[0]]} = {g.centre(*plane):.4g}")
             axes.append(ax)
         fig.colorbar(image, ax=axes, shrink=0.9, label="temperature u")
         fig.suptitle(f"{run_name(path)}: heat {'x'.join(map(str, g.shape))}, step {step}, t = {t:.6g}")
