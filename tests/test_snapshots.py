@@ -1,10 +1,14 @@
 """Snapshots: output for looking at, apart from checkpoints (solver.io.snapshots)."""
 import os
+import signal
+import subprocess
+import time
 
 import h5py
 import numpy as np
 import pytest
 
+from conftest import REPO, clean_env, run_solver, solver_cmd
 from solver.io.snapshots import FORMAT, read_snapshot, snapshot_name, snapshot_paths
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,12 +39,6 @@ def test_reader_lists_complete_snapshots_by_step_and_reads_them_as_float64(tmp_p
 
 
 # --- runs -------------------------------------------------------------------------------------
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from conftest import REPO, clean_env, run_solver, solver_cmd  # noqa: E402
-
 HEAT = ["--backend", "numpy", "--set", "heat.shape=[12,10]", "--set", "heat.initial=random"]
 NBODY = ["--backend", "numpy", "--set", "problem.kind='nbody'", "--set", "nbody.n=10", "--set", "time.dt=0.001"]
 
