@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "history) or a movie of its snapshots")
     pl.add_argument("run_dir", metavar="RUN_DIR")
     pl.add_argument("--step", type=int, help="the snapshot or checkpoint step to draw (default: the newest)")
-    pl.add_argument("--all", action="store_true", help="draw every frame of the series (snapshots, and checkpoints off their steps)")
+    pl.add_argument("--all", action="store_true",
+                    help="draw every frame of the series (snapshots, and checkpoints off their steps)")
     pl.add_argument("--out", metavar="DIR", help="where the images go (default: RUN_DIR/plots)")
     pl.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="image format (default png)")
     pl.add_argument("--dpi", type=int, help="resolution of PNGs and movies (default 100)")
