@@ -48,10 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --restart FILE: continue the run in its own directory from that checkpoint, "
                         "moving newer checkpoints aside (renamed *.discarded, never deleted)")
     sub.add_parser("info", help="report MPI, HDF5 and backends")
-    pl = sub.add_parser("plot", help="PNG images of a run: the field and the diagnostics history")
+    pl = sub.add_parser("plot", help="pictures of a run (the field or the bodies, tracks, the diagnostics "
+                                     "history) or a movie of its snapshots")
     pl.add_argument("run_dir", metavar="RUN_DIR")
-    pl.add_argument("--step", type=int, help="checkpoint step to draw (default: the newest)")
-    pl.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/plots)")
+    pl.add_argument("--step", type=int, help="the snapshot or checkpoint step to draw (default: the newest)")
+    pl.add_argument("--all", action="store_true",
+                    help="draw every frame of the series (snapshots, and checkpoints off their steps)")
+    pl.add_argument("--out", metavar="DIR", help="where the images go (default: RUN_DIR/plots)")
+    pl.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="image format (default png)")
+    pl.add_argument("--dpi", type=int, help="resolution of PNGs and movies (default 100)")
+    pl.add_argument("--cmap", metavar="NAME", help="matplotlib colour map (default: inferno, or RdBu_r centred "
+                                                  "on 0 for a field that changes sign)")
+    pl.add_argument("--vmin", type=float, help="colour range low end (default: the series' minimum)")
+    pl.add_argument("--vmax", type=float, help="colour range high end (default: the series' maximum)")
+    pl.add_argument("--slice", action="append", metavar="AXIS=COORD",
+                    help="3-D: draw the plane AXIS=COORD (x0, x1 or x2, in length units); repeat for more "
+                         "(default: one plane per axis through the centre of the domain)")
+    pl.add_argument("--movie", metavar="OUT.mp4|OUT.gif",
+                    help="write a movie of the series instead (ffmpeg when on PATH, else Pillow for .gif)")
     b = sub.add_parser("bench", help="benchmarks: 'compute' (default: kernels against peers and the "
                                      "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step), "
                                      "'sass' (CUDA n-body instructions per pair, from the machine code)")
@@ -109,11 +123,18 @@ def cmd_plot(args, comm) -> int:
     """Rank 0 draws; bad input is exit 2 on every rank, a failure that is
     not the user's (a full disk, a failing file system) one line and exit 1."""
     from .parallel.mpi import error_line, log, root_decides
-    from .plot import plot_run
+    from .plot import look_of, movie_run, plot_run
 
     def on_root():
+        look = look_of(args)
+        if args.movie and (args.step is not None or args.all or args.out or args.format != "png"):
+            raise ConfigError("plot: --movie draws the whole series into one file; leave out --step, --all, "
+                              "--out and --format")
         try:
-            return 0, plot_run(args.run_dir, step=args.step, out_dir=args.out)
+            if args.movie:
+                return 0, movie_run(args.run_dir, args.movie, look)
+            return 0, plot_run(args.run_dir, step=args.step, out_dir=args.out, every=args.all,
+                               fmt=args.format, look=look)
         except OSError as exc:
             return 1, f"plot: {exc}"
     code, result = root_decides(comm, on_root)

@@ -335,11 +335,3 @@ def test_nbody_n_that_a_start_ignores_is_said(tmp_path):
     r = _ok(run_solver(["run", "--output", str(tmp_path / "f8"), "--set", "problem.kind='nbody'",
                         "--set", "nbody.initial='figure8'", "--set", "nbody.n=10", "--set", "time.steps=2"]))
     assert "warning: nbody.n = 10 is ignored: the 'figure8' start has 3 bodies" in r.stderr
-
-
-def test_3d_pictures_cut_through_the_extreme_not_the_nodal_mid_planes():
-    from solver.models.heat.output import planes_through_extreme
-    x = (np.arange(40) + 0.5) / 40
-    field = np.sin(np.pi * x)[:, None, None] * np.sin(np.pi * x)[None, :, None] * np.sin(2 * np.pi * x)[None, None, :]
-    at = planes_through_extreme(field)
-    assert at[:2] == [19, 19] and at[2] in (9, 10, 29, 30)   # not the plane x2 = 1/2, where the mode is zero

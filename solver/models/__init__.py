@@ -14,6 +14,9 @@ Each model is a package here exposing the same names:
                           the model object (collective)
     xdmf_grid(f, href, indent), picture(path, out_dir), history_panels(cols, path)
                           how its output is shown
+    View(paths, look, kind)
+                          how a series of its frames is drawn with one colour range and view:
+                          new_figure(), draw(fig, path, index, tail), and optionally draw_tracks()
     SNAPSHOT_FIELDS       {field name output.snapshot_fields may give: its dataset}
 
 A new model is a new package and a name in ``KINDS``.  Importing this

@@ -5,7 +5,7 @@ Importing it is cheap (no MPI, no HDF5): settings are read before MPI starts.
 """
 from __future__ import annotations
 
-from .output import SNAPSHOT_FIELDS, history_panels, picture, xdmf_grid  # noqa: F401
+from .output import SNAPSHOT_FIELDS, View, history_panels, picture, xdmf_grid  # noqa: F401
 from .settings import DEFAULTS, PHYSICS, validate  # noqa: F401
 
 kind = "heat"

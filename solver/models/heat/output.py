@@ -1,5 +1,5 @@
-"""How heat output is shown: the XDMF grid of a checkpoint, its picture and
-the panels of its diagnostics history.  Imported with the package, so it
+"""How heat output is shown: the XDMF grid of a checkpoint, its picture
+(drawn by ``pictures``) and the panels of its diagnostics history.  Imported with the package, so it
 imports h5py and matplotlib only inside its functions."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 
 import numpy as np
 
-from ...io.figures import figure, run_name, save_figure
+from ...io.figures import Look, save_figure
 from ...io.xdmf import hdf_item, numbers
+from .pictures import View
 
 # what output.snapshot_fields may name: field -> its dataset in checkpoints and snapshots
 SNAPSHOT_FIELDS = {"u": "heat/u"}
@@ -37,46 +38,15 @@ def xdmf_grid(f, href, indent) -> str:
         f'{p}</Grid>\n')
 
 
-def planes_through_extreme(u) -> list[int]:
-    """Per axis, the index of the plane through the cell farthest from the
-    field's mean (from a subsample of ``u``, an array or an HDF5 dataset, of
-    about 64 cells per axis): mid-planes can fall on a mode's nodal planes."""
-    stride = [max(1, n // 64) for n in u.shape]
-    sample = np.asarray(u[tuple(slice(None, None, k) for k in stride)])
-    where = np.unravel_index(np.argmax(np.abs(sample - sample.mean())), sample.shape)
-    return [int(i) * k for i, k in zip(where, stride)]
-
-
-def picture(path, out_dir) -> str:
-    """One PNG of a checkpoint: the 2-D field, or three slices of a 3-D one
-    through its extreme, on one colour scale."""
-    import h5py
+def picture(path, out_dir, look=Look(), fmt="png") -> str:
+    """One image of a checkpoint or snapshot on its own colour scale (a
+    series shares one: ``pictures.View``): the 2-D field, or three planes
+    through the centre of a 3-D one."""
+    view = View([path], look)
+    fig = view.new_figure()
+    stem = view.draw(fig, path)
     os.makedirs(out_dir, exist_ok=True)
-    with h5py.File(path, "r") as f:
-        step, t = int(f.attrs["step"]), float(f.attrs["time"])
-        u = f["heat/u"]
-        shape, spacing = u.shape, np.asarray(u.attrs["spacing"])
-        centre = lambda axis, i: (i + 0.5) * spacing[axis]           # noqa: E731 - cell centre coordinate
-        if len(shape) == 2:
-            slices = [("temperature u", u[...], (0, 1))]
-        else:
-            at = planes_through_extreme(u)
-            slices = [(f"plane x{d} = {centre(d, at[d]):.4g} (cell {at[d]})", u[tuple(at[d] if a == d else slice(None)
-                                                                                      for a in range(3))], axes)
-                      for d, axes in ((0, (1, 2)), (1, (0, 2)), (2, (0, 1)))]
-    lo = min(float(s[1].min()) for s in slices)
-    hi = max(float(s[1].max()) for s in slices)
-    fig = figure(5.2 * len(slices), 4.6)
-    for k, (title, field, (a, b)) in enumerate(slices):
-        ax = fig.add_subplot(1, len(slices), k + 1)
-        extent = (0, shape[b] * spacing[b], 0, shape[a] * spacing[a])
-        im = ax.imshow(field, origin="lower", extent=extent, vmin=lo, vmax=hi, cmap="inferno", aspect="equal")
-        ax.set_xlabel(f"x{b} (array axis {b}, length units)")
-        ax.set_ylabel(f"x{a} (array axis {a})")
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax, shrink=0.85, label="temperature u")
-    fig.suptitle(f"{run_name(path)}: heat {'x'.join(map(str, shape))}, step {step}, t = {t:.6g}")
-    return save_figure(fig, os.path.join(out_dir, f"field_{step:09d}.png"))
+    return save_figure(fig, os.path.join(out_dir, f"{stem}.{fmt}"), fmt)
 
 
 def _volume(path) -> float:

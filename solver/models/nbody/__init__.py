@@ -9,7 +9,7 @@ import dataclasses
 import sys
 
 from .initial import fixed_count
-from .output import SNAPSHOT_FIELDS, history_panels, picture, xdmf_grid  # noqa: F401
+from .output import SNAPSHOT_FIELDS, View, history_panels, picture, xdmf_grid  # noqa: F401
 from .settings import DEFAULTS, PHYSICS, validate  # noqa: F401
 
 kind = "nbody"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
-from ...io.figures import figure, run_name, save_figure
+from ...io.figures import Look, save_figure
 from ...io.xdmf import hdf_item
+from .pictures import View
 
 # what output.snapshot_fields may name: field -> its dataset in checkpoints and snapshots
 SNAPSHOT_FIELDS = {"positions": "nbody/position", "velocities": "nbody/velocity", "masses": "nbody/mass",
@@ -33,23 +34,14 @@ def xdmf_grid(f, href, indent) -> str:
         f'{p}</Grid>\n')
 
 
-def picture(path, out_dir) -> str:
-    """An x-y projection of the particles, sized by mass."""
-    import h5py
+def picture(path, out_dir, look=Look(), fmt="png") -> str:
+    """One image of a checkpoint or snapshot: the bodies projected on x-y
+    (drawn by ``pictures``)."""
+    view = View([path], look)
+    fig = view.new_figure()
+    stem = view.draw(fig, path)
     os.makedirs(out_dir, exist_ok=True)
-    with h5py.File(path, "r") as f:
-        step, t = int(f.attrs["step"]), float(f.attrs["time"])
-        x = f["nbody/position"][...]
-        m = f["nbody/mass"][...]
-    fig = figure(6, 6)
-    ax = fig.add_subplot(1, 1, 1)
-    size = 4.0 if len(x) > 100 else 40.0
-    ax.scatter(x[:, 0], x[:, 1], s=size * m / m.max() if m.max() > 0 else size, c="k", alpha=0.6, linewidths=0)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (length units)")
-    ax.set_ylabel("y (length units)")
-    ax.set_title(f"{run_name(path)}: {len(x)} bodies projected on x-y\nstep {step}, t = {t:.6g}")
-    return save_figure(fig, os.path.join(out_dir, f"particles_{step:09d}.png"))
+    return save_figure(fig, os.path.join(out_dir, f"{stem}.{fmt}"), fmt)
 
 
 def history_panels(cols, path) -> list:
