@@ -32,11 +32,12 @@ from .. import config
 KINDS = ("heat", "nbody")
 
 # The problem `python -m solver` runs with no config: a 2D plate whose
-# sine start decays to about a quarter in 5000 steps (seconds on a laptop).
+# sine start decays to about a quarter in 5000 steps (seconds on a laptop),
+# with a snapshot every 250 steps from step 0 (a series to plot or animate).
 DEFAULT_PROBLEM = {
     "heat": {"shape": [256, 256]},
     "time": {"steps": 5000},
-    "output": {"checkpoint_every": 2500},
+    "output": {"checkpoint_every": 2500, "snapshot_every": 250},
 }
 
 
