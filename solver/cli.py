@@ -229,6 +229,8 @@ def cmd_info(args, comm) -> int:
         log(f"backend {name}: {'available' if ok else 'unavailable (' + why + ')'}")
         for k, device in enumerate(getattr(get_backend(name), "devices", list)() if ok else []):
             log(f"  device {k}: {device}")
+    from .models.heat.implicit import describe
+    log(f"PETSc (implicit heat schemes): {describe()}")
     log(f"GPUs: {_gpus()}")
     return 0
 
@@ -246,7 +248,11 @@ def _gpus() -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--" in argv:                     # PETSc's options follow '--' (implicit schemes)
+        from .models.heat.implicit import set_command_line
+        argv, petsc_words = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+        set_command_line(petsc_words)
     if "startup" in argv and "bench" in argv:
         args = parse_args(argv)         # a usage error exits 2 here, before MPI starts
         if args.command == "bench" and args.what == "startup":

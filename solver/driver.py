@@ -339,7 +339,10 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
 
     earlier = _earlier_timings(model)
 
+    written_at = [None]                         # the step of the latest checkpoint
+
     def checkpoint():
+        written_at[0] = model.step_count
         with timers("output"):
             check_state(model, comm)                       # never replace a good checkpoint with a bad state
             if measured_at[0] != model.step_count:
@@ -390,9 +393,14 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         checkpoint()
         with timers("output"):
             writer.close()
-    except (FloatingPointError, ConfigError):
+    except (FloatingPointError, ConfigError) as exc:
         # raised on every rank at the same step: let a write in flight (an
-        # earlier, good state) finish before MPI shuts down
+        # earlier, good state) finish before MPI shuts down; a model whose
+        # state is still the last good one (a linear solve that failed) has it written
+        if getattr(exc, "checkpoint_state", False) and written_at[0] != model.step_count:
+            checkpoint()
+            with timers("output"):
+                writer.close()
         writer.join()
         raise
     finally:
