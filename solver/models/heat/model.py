@@ -343,8 +343,15 @@ class HeatModel(Clocked):
         """One implicit step through PETSc; the state is copied into the
         model's buffer (not one a checkpoint writer is reading).  A solve that
         fails leaves the state at the last good step (SolveFailed)."""
+        from .implicit import SolveFailed
         with timed(timers, "solve"):
-            gained = self.implicit.step(self.dt)
+            try:
+                gained = self.implicit.step(self.dt)
+            except SolveFailed as exc:
+                raise SolveFailed(f"step {self.step_count + 1} (t = {self.time + self.dt:.6g}): {exc}; stopped with "
+                                  f"a checkpoint of the last good state (step {self.step_count}); use a smaller "
+                                  f"time.dt or other solver options ([solver] petsc_options, PETSC_OPTIONS or "
+                                  f"after --)") from None
         with timed(timers, "compute"):
             out = self._next
             host = self.backend.to_host(out)
@@ -484,7 +491,8 @@ class HeatModel(Clocked):
     def describe(self) -> str:
         h = self.heat
         walls = h.boundary if isinstance(h.boundary, str) else "/".join("-".join(pair) for pair in h.faces)
-        return (f"heat {'x'.join(map(str, h.shape))} ({walls}, {h.initial}) on {self.comm.size} "
+        scheme = f", {self.scheme} through PETSc" if self.implicit is not None else ""
+        return (f"heat {'x'.join(map(str, h.shape))} ({walls}, {h.initial}{scheme}) on {self.comm.size} "
                 f"rank{'s' if self.comm.size > 1 else ''} as {'x'.join(map(str, self.decomp.dims))}")
 
     def close(self):
