@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--step", type=int, help="checkpoint step to draw (default: the newest)")
     pl.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/plots)")
     b = sub.add_parser("bench", help="benchmarks: 'compute' (default: kernels against peers and the "
-                                     "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step)")
-    b.add_argument("what", choices=["compute", "io", "startup"], nargs="?", default="compute")
+                                     "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step), "
+                                     "'implicit' (time to an accuracy, implicit against explicit)")
+    b.add_argument("what", choices=["compute", "io", "startup", "implicit"], nargs="?", default="compute")
     b.add_argument("--backends", help="compute: comma-separated backends (default: every available one)")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per case; the median is reported")
     b.add_argument("--seconds", type=float, default=1.0, help="compute: about how long each timed run lasts")
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--every", type=int, default=10, help="io: checkpoint interval")
     b.add_argument("--dir", help="scratch and results directory (default runs/bench)")
     b.add_argument("--backend", default="auto", help="io: compute backend of the stepping (default: auto)")
+    b.add_argument("--size", type=int, default=2048, help="implicit: grid cells per axis (default 2048)")
+    b.add_argument("--sizes", help="implicit: grids of the multigrid table (default 512,1024,... up to --size)")
+    b.add_argument("--search", type=int, default=256, help="implicit: grid on which the largest dt is searched")
+    b.add_argument("--explicit-steps", type=int, default=3000, help="implicit: explicit steps timed")
+    b.add_argument("--weak-size", type=int, default=512, help="implicit: cells per axis per rank, weak scaling")
     return p
 
 

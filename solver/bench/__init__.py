@@ -1,7 +1,8 @@
 """Benchmarks: ``bench`` (alias ``bench compute``) measures the kernels in
 the solver's own step loop against peer codes and the memory-bandwidth
 bound; ``bench io`` what checkpointing costs; ``bench startup`` the time from
-``mpiexec`` to the first step."""
+``mpiexec`` to the first step; ``bench implicit`` the implicit heat schemes'
+time to a stated accuracy against the explicit scheme's."""
 from __future__ import annotations
 
 import os
@@ -78,7 +79,7 @@ def cmd_bench(args, comm) -> int:
     from ..config import ConfigError
     if args.repeats < 1 or (args.what == "compute" and args.seconds <= 0):
         raise ConfigError("bench: --repeats must be at least 1 and --seconds positive")
-    if args.what not in ("compute", "io"):
+    if args.what not in ("compute", "io", "implicit"):
         raise ConfigError(f"bench {args.what}: run it without mpiexec, as python -m solver bench {args.what}")
     if args.what == "io":
         from .io import bench_io
@@ -92,6 +93,9 @@ def cmd_bench(args, comm) -> int:
         with scratch_dir(comm, args.dir or "runs", "bench-io-") as scratch:
             bench_io(comm, shape, args.steps, args.every, scratch, repeats=args.repeats, backend=args.backend)
         return 0
+    if args.what == "implicit":
+        from .implicit import bench_implicit
+        return bench_implicit(comm, args)
     from .compute import bench_compute
     args.dir = args.dir or "runs/bench"
     return bench_compute(comm, args)
