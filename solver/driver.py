@@ -169,6 +169,9 @@ class DiagnosticsLog:
             return
         self.columns = self.columns or list(diag)
         try:
+            added = [k for k in diag if k not in self.columns]
+            if added:
+                self._widen(added)
             with os.fdopen(os.open(self.path, _APPEND, 0o644), "a") as fh:      # never through a link
                 if fh.tell() == 0:
                     fh.write(",".join(self.columns) + "\n")
@@ -176,6 +179,19 @@ class DiagnosticsLog:
                                   for c in self.columns) + "\n")
         except OSError as exc:
             self._fail(exc)
+
+    def _widen(self, added):
+        """Columns that a restart adds (an implicit scheme's iterations after
+        explicit steps): the header grows and the earlier rows read nan."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                lines = [line for line in fh.read().split("\n")[1:] if line]
+        except FileNotFoundError:
+            lines = []
+        self.columns = self.columns + added
+        if lines:
+            write_atomically(self.path, "\n".join([",".join(self.columns)]
+                                                  + [line + ",nan" * len(added) for line in lines]) + "\n", sync=False)
 
     def _fail(self, exc):
         """Rank 0 alone cannot write: one line, and the job ends (the other

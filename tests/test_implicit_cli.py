@@ -139,5 +139,14 @@ def test_restarts_change_the_scheme_and_dt_on_other_rank_counts(tmp_path, solver
     explicit_dt = 0.9 / (2 * (1 / h2[0] + 1 / h2[1]))
     assert float(attrs["time"]) == pytest.approx(15 * explicit_dt + 5 * 1e-4 + 5 * 5e-5, rel=1e-9)
     with open(os.path.join(run, "diagnostics.csv")) as fh:
-        last = fh.read().split()[-1].split(",")
-    assert int(last[0]) == 25
+        rows = [line.split(",") for line in fh.read().split()]
+    header, rows = rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert all(len(r) == len(header) for r in rows) and "iterations" in header
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 25
+    for r in rows:                      # iterations where an implicit scheme took the steps, nan elsewhere
+        step = int(r["step"])           # (the lines at 10, 15 and 20 are the next run's first)
+        if 10 < step < 20 and step != 15:
+            assert float(r["iterations"]) >= 1, r
+        elif step < 10 or step > 20:
+            assert r["iterations"] == "nan", r
