@@ -161,11 +161,14 @@ def bench_implicit(comm, args) -> int:
             "explicit_measured_steps": args.explicit_steps, "explicit_seconds": explicit_seconds,
             "speedup": explicit_seconds / seconds}
     quiet_barrier(comm)
+    log(report(out))                                # each part as soon as it is measured
     out["multigrid"] = []
     for size in sizes:
         for pc in ("hypre", "mg"):
             its, secs = _iterations(comm, size, pc)
             out["multigrid"].append({"size": size, "pc": pc, "iterations": its, "seconds": secs})
+            log(f"  {size}^2 {pc}: {its} iterations, {secs:.3g} s (set-up included)")
+    log(report(out, "multigrid"))
     if comm.size >= 2:
         per_rank = args.weak_size
         one = None
@@ -180,17 +183,23 @@ def bench_implicit(comm, args) -> int:
             sub.Free()
         two = comm.bcast(two, root=0)
         out["weak"] = {"per_rank": per_rank, "one": one, "two": two, "efficiency": one / two}
-    if comm.rank == 0:
-        log(report(out))
+        log(report(out, "weak"))
     root_decides(comm, write_results, args.dir, {RESULTS: json.dumps(out, indent=1).encode()
                                                  if comm.rank == 0 else None}, "bench --dir")
     return 0
 
 
-def report(out) -> str:
+def report(out, part="time") -> str:
+    """The markdown of one part of the results: "time", "multigrid" or "weak"."""
+    if part == "multigrid":
+        return _multigrid_table(out)
+    if part == "weak":
+        w = out["weak"]
+        return (f"Weak scaling of the implicit step, {w['per_rank']}^2 per rank: 1 rank {w['one']:.3g} s, "
+                f"2 ranks {w['two']:.3g} s: {w['efficiency']:.0%} (goal 80%)")
     t = out["time_to_solution"]
     n = out["size"]
-    lines = [
+    return "\n".join([
         f"Time to t_end = {out['t_end']} at a relative L2 error of {out['target']:g}, {n}^2, "
         f"{out['ranks']} rank(s):",
         "| method | dt | steps | iterations/step | error reached | seconds | time in PETSc |",
@@ -200,8 +209,11 @@ def report(out) -> str:
         f"| explicit, dt = auto (cpu) | {out['t_end'] / t['explicit_steps']:.4g} | {t['explicit_steps']} | - | "
         f"- | {t['explicit_seconds']:.4g} (from {t['explicit_seconds_per_step'] * 1e3:.3g} ms/step over "
         f"{t['explicit_measured_steps']} steps) | - |",
-        f"Speed-up: {t['speedup']:.1f}x ({'met' if t['speedup'] >= GOAL else 'SHORT of'} the {GOAL:g}x goal)",
-        "",
+        f"Speed-up: {t['speedup']:.1f}x ({'met' if t['speedup'] >= GOAL else 'SHORT of'} the {GOAL:g}x goal)"])
+
+
+def _multigrid_table(out) -> str:
+    lines = [
         "Krylov iterations of one Crank-Nicolson step (dt = 1e-3) at rtol 1e-8:",
         "| grid | hypre BoomerAMG | seconds | PCMG (DMDA, Q0, Galerkin) | seconds |",
         "|---|---|---|---|---|"]
@@ -209,8 +221,4 @@ def report(out) -> str:
     for size in sorted({r["size"] for r in out["multigrid"]}):
         h, m = by[(size, "hypre")], by[(size, "mg")]
         lines.append(f"| {size}^2 | {h['iterations']} | {h['seconds']:.3g} | {m['iterations']} | {m['seconds']:.3g} |")
-    if "weak" in out:
-        w = out["weak"]
-        lines += ["", f"Weak scaling of the implicit step, {w['per_rank']}^2 per rank: 1 rank {w['one']:.3g} s, "
-                      f"2 ranks {w['two']:.3g} s: {w['efficiency']:.0%} (goal 80%)"]
     return "\n".join(lines)

@@ -143,8 +143,6 @@ def mg_levels(decomp, smallest=4) -> int:
     every rank keeps at least ``smallest`` cells per axis."""
     levels, sizes = 1, list(decomp.global_shape)
     while all(n % 2 == 0 and n // 2 >= smallest * p for n, p in zip(sizes, decomp.dims)):
-        if any(size % p for size, p in zip(sizes, decomp.dims)) and levels > 1:
-            break
         sizes = [n // 2 for n in sizes]
         levels += 1
     return min(levels, 12)
@@ -344,10 +342,8 @@ def defaults(PETSc, scheme, decomp) -> str:
     BoomerAMG where PETSc has hypre, else geometric multigrid on the DMDA
     hierarchy; the tolerance is relative to the step's initial residual,
     the change the step makes, not to |b| ~ |u|."""
-    if PETSc.Sys.hasExternalPackage("hypre"):
-        pc = "-pc_type hypre -pc_hypre_type boomeramg"
-    else:
-        pc = f"-pc_type mg -pc_mg_levels {mg_levels(decomp)} -pc_mg_galerkin both"
+    pc = "-pc_type hypre" if PETSc.Sys.hasExternalPackage("hypre") else "-pc_type mg"
+    pc += f" -pc_hypre_type boomeramg -pc_mg_levels {mg_levels(decomp)} -pc_mg_galerkin both"   # for either
     return (f"-ksp_type cg -ksp_rtol {RTOL[scheme]!r} -ksp_atol 1e-50 -ksp_max_it 500 "
             f"-ksp_norm_type unpreconditioned -ksp_converged_use_initial_residual_norm {pc}")
 
