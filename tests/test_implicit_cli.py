@@ -150,3 +150,18 @@ def test_restarts_change_the_scheme_and_dt_on_other_rank_counts(tmp_path, solver
             assert float(r["iterations"]) >= 1, r
         elif step < 10 or step > 20:
             assert r["iterations"] == "nan", r
+
+
+@needs_petsc
+def test_bench_implicit_runs_and_writes_its_results(tmp_path, solver):
+    r = solver(["bench", "implicit", "--size", "128", "--sizes", "32", "--search", "128", "--explicit-steps", "30",
+                "--dir", str(tmp_path / "b")])
+    assert r.returncode == 0, r.stderr
+    assert "Speed-up:" in r.stdout and "| 32^2 |" in r.stdout
+    with open(tmp_path / "b" / "implicit.json") as fh:
+        out = json.load(fh)
+    t = out["time_to_solution"]
+    assert t["error"] <= 1e-4 and t["steps"] >= 1 and t["iterations_per_step"] >= 1
+    assert [r["pc"] for r in out["multigrid"]] == ["hypre", "mg"]
+    r = solver(["bench", "implicit", "--size", "32", "--search", "32", "--dir", str(tmp_path / "c")])
+    assert r.returncode == 2 and "does not reach a relative error" in r.stderr

@@ -66,7 +66,20 @@ def _fewest_steps(comm, scratch, n_search):
         _, _, err = _implicit_run(comm, scratch, n_search, steps, backend="numpy")
         if err <= TARGET:
             return steps
-        steps = int(math.ceil(steps * 1.1))
+        steps = _more(steps, n_search)
+
+
+def _more(steps, n):
+    """10% more steps, unless the grid's own (spatial) error is above the target."""
+    if steps > 4 * guess_limit():
+        raise ConfigError(f"bench implicit: {n}^2 does not reach a relative error of {TARGET:g} at any dt (its "
+                          f"spatial error is larger); use --size and --search of at least 128")
+    return int(math.ceil(steps * 1.1))
+
+
+def guess_limit():
+    lam = 2 * math.pi ** 2
+    return T_END * lam / math.sqrt(12 * TARGET / (lam * T_END))
 
 
 def _explicit_seconds_per_step(comm, scratch, n, steps):
@@ -146,7 +159,7 @@ def bench_implicit(comm, args) -> int:
             seconds, summary, err = _implicit_run(comm, scratch, n, steps)
             if err <= TARGET:
                 break
-            steps = int(math.ceil(steps * 1.1))
+            steps = _more(steps, n)
         final = summary["final"]
         timers = summary["timers"]
         limit = 1.0 / (2.0 * 2 * n * n)
