@@ -145,7 +145,11 @@ def bench_implicit(comm, args) -> int:
     from ..models.heat.implicit import petsc
     petsc(SCHEME)                                   # one line if petsc4py is missing; PETSc on every rank
     n = args.size
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [s for s in (512, 1024, 2048, 4096) if s <= n]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [
+            s for s in (512, 1024, 2048, 4096) if s <= n] or [n]
+    except ValueError:
+        raise ConfigError(f"bench implicit --sizes: expected comma-separated integers, got {args.sizes!r}") from None
     if n < 16 or min(sizes) < 16:
         raise ConfigError("bench implicit: --size and --sizes need at least 16 cells per axis")
     args.dir = args.dir or "runs/bench"
