@@ -29,7 +29,6 @@ import sys
 import numpy as np
 
 from ...config import ConfigError
-from . import operator
 
 THETA = {"backward_euler": 1.0, "crank_nicolson": 0.5, "bdf2": 2.0 / 3.0}
 # Relative tolerance on the residual at the step's start, i.e. on the
@@ -168,6 +167,7 @@ class ImplicitStepper:
         mine = tuple((s.start, s.stop) for s in reversed(decomp.global_slices))
         if tuple(tuple(r) for r in ranges) != mine:
             raise RuntimeError(f"the DMDA's block {ranges} is not this rank's block {mine}")
+        from . import operator              # (not at import: cli.py reads the '--' options before MPI starts)
         K, f = operator.implicit_terms(heat, decomp, diffusivity, source)
         self.A = self._assemble(K)
         self.f = self.da.createGlobalVec()
@@ -192,6 +192,7 @@ class ImplicitStepper:
         diagonal with 0), added, so a periodic axis of one or two cells sums
         correctly; the global indices of neighbours come through the halo
         exchange."""
+        from . import operator
         n, nd = self.shape, len(self.shape)
         start = self._start()
         size = int(np.prod(n))
