@@ -3,7 +3,7 @@
 The case: an N^2 unit square (default 2048^2), D = 1, Dirichlet walls, the
 sine start, to t_end = 0.05, with a target relative L2 error of 1e-4 against
 the analytic solution.  The implicit run (Crank-Nicolson through PETSc) uses
-the largest dt that meets the target, found on a coarse grid (whose spatial
+the largest dt that meets the target, found by bisection on a coarse grid (whose spatial
 error adds to the time error, so the dt it finds is safe on the fine grid)
 and then actually run on the full grid; more steps are taken if it misses.
 The explicit time is its step count at dt = "auto" times its seconds per
@@ -61,12 +61,17 @@ def _fewest_steps(comm, scratch, n_search):
     lam = 2 * math.pi ** 2
     # Crank-Nicolson's error over lambda t: lambda t (lambda dt)^2 / 12
     guess = max(1, int(T_END * lam / math.sqrt(12 * TARGET / (lam * T_END))))
-    steps = max(1, int(guess * 0.8))
+    steps, failed = max(1, int(guess * 0.8)), 0
     while True:
         _, _, err = _implicit_run(comm, scratch, n_search, steps, backend="numpy")
         if err <= TARGET:
-            return steps
-        steps = _more(steps, n_search)
+            break
+        failed, steps = steps, _more(steps, n_search)
+    while steps - failed > 1:                       # the fewest steps between: bisection
+        middle = (steps + failed) // 2
+        _, _, err = _implicit_run(comm, scratch, n_search, middle, backend="numpy")
+        failed, steps = (failed, middle) if err <= TARGET else (middle, steps)
+    return steps
 
 
 def _more(steps, n):
@@ -163,7 +168,7 @@ def bench_implicit(comm, args) -> int:
             seconds, summary, err = _implicit_run(comm, scratch, n, steps)
             if err <= TARGET:
                 break
-            steps = _more(steps, n)
+            steps = _more(steps, n) if steps > 4 * guess_limit() else steps + 1
         final = summary["final"]
         timers = summary["timers"]
         limit = 1.0 / (2.0 * 2 * n * n)
