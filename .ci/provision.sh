@@ -137,7 +137,7 @@ if [ -z "${SOLVER_NO_PETSC:-}" ] && [ -f "$PETSC_DIR/include/petscversion.h" ]; 
         if "$PYTHON" -m venv "$BUILD_VENV" \
            && "$BUILD_VENV/bin/python" -m pip install -q "numpy==$NUMPY_VERSION" "Cython<3" "setuptools<70" wheel \
            && mkdir -p "$PETSC_CACHE.part" \
-           && env PETSC_DIR="$PETSC_DIR" PETSC_ARCH= "$BUILD_VENV/bin/python" -m pip wheel -q --no-cache-dir --no-deps \
+           && env PETSC_DIR="$PETSC_DIR" PETSC_ARCH="${PETSC_ARCH:-}" "$BUILD_VENV/bin/python" -m pip wheel -q --no-cache-dir --no-deps \
                   --no-build-isolation --no-binary petsc4py -w "$PETSC_CACHE.part" "petsc4py==$PETSC4PY_VERSION"; then
             rm -rf "$PETSC_CACHE" && mv "$PETSC_CACHE.part" "$PETSC_CACHE"
         else

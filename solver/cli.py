@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write a movie of the series instead (ffmpeg when on PATH, else Pillow for .gif)")
     b = sub.add_parser("bench", help="benchmarks: 'compute' (default: kernels against peers and the "
                                      "bandwidth bound), 'io' (checkpoint cost), 'startup' (mpiexec to first step), "
-                                     "'sass' (CUDA n-body instructions per pair, from the machine code)")
-    b.add_argument("what", choices=["compute", "io", "startup", "sass"], nargs="?", default="compute")
+                                     "'sass' (CUDA n-body instructions per pair, from the machine code), "
+                                     "'implicit' (time to an accuracy, implicit against explicit)")
+    b.add_argument("what", choices=["compute", "io", "startup", "sass", "implicit"], nargs="?", default="compute")
     b.add_argument("--backends", help="compute: comma-separated backends (default: every available one)")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per case; the median is reported")
     b.add_argument("--seconds", type=float, default=1.0, help="compute: about how long each timed run lasts")
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--every", type=int, default=10, help="io: checkpoint interval")
     b.add_argument("--dir", help="scratch and results directory (default runs/bench)")
     b.add_argument("--backend", default="auto", help="io: compute backend of the stepping (default: auto)")
+    b.add_argument("--size", type=int, default=2048, help="implicit: grid cells per axis (default 2048)")
+    b.add_argument("--sizes", help="implicit: grids of the multigrid table (default 512,1024,... up to --size)")
+    b.add_argument("--search", type=int, default=256, help="implicit: grid on which the largest dt is searched")
+    b.add_argument("--explicit-steps", type=int, default=3000, help="implicit: explicit steps timed")
+    b.add_argument("--weak-size", type=int, default=512, help="implicit: cells per axis per rank, weak scaling")
     return p
 
 
@@ -160,6 +166,8 @@ def cmd_info(args, comm) -> int:
         log(f"backend {name}: {'available' if ok else 'unavailable (' + why + ')'}")
         for k, device in enumerate(getattr(get_backend(name), "devices", list)() if ok else []):
             log(f"  device {k}: {device}")
+    from .models.heat.implicit import describe
+    log(f"PETSc (implicit heat schemes): {describe()}")
     log(f"GPUs: {_gpus()}")
     return 0
 
@@ -177,7 +185,11 @@ def _gpus() -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--" in argv:                     # PETSc's options follow '--' (implicit schemes)
+        from .models.heat.implicit import set_command_line
+        argv, petsc_words = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+        set_command_line(petsc_words)
     if "startup" in argv and "bench" in argv:
         args = parse_args(argv)         # a usage error exits 2 here, before MPI starts
         if args.command == "bench" and args.what == "startup":

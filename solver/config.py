@@ -89,11 +89,12 @@ def show(v):
 
 
 BACKENDS = ("auto", "numpy", "cpu", "cuda", "opencl")
+SCHEMES = ("explicit", "backward_euler", "crank_nicolson", "bdf2")   # the implicit ones go through PETSc
 
 # the sections of every run: section -> key -> default
 COMMON: dict[str, dict[str, Any]] = {
     "problem": {"kind": "heat"},
-    "time": {"steps": 100, "dt": "auto", "t_end": None, "safety": 0.9, "wall_limit": 0.0},
+    "time": {"steps": 100, "dt": "auto", "t_end": None, "safety": 0.9, "wall_limit": 0.0, "scheme": "explicit"},
     "output": {
         "dir": "", "checkpoint_every": 0, "keep": 3, "background": True,
         "log_every": 0, "status_port": 0, "snapshots": False,
@@ -101,6 +102,7 @@ COMMON: dict[str, dict[str, Any]] = {
         "snapshot_bodies": "all",
     },
     "backend": {"name": "auto", "device": -1, "gpu_aware_mpi": False},
+    "solver": {"petsc_options": ""},
 }
 
 
@@ -120,6 +122,11 @@ class TimeSettings:
     t_end: float | None
     safety: float
     wall_limit: float        # seconds of wall time after which to checkpoint and stop; 0: none
+    scheme: str = "explicit"  # explicit (FTCS), or an implicit scheme solved through PETSc
+
+    @property
+    def implicit(self) -> bool:
+        return self.scheme != "explicit"
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,7 @@ class Settings:
     name: str = "default"     # run name: the config file's stem
     device: int = -1          # backend.device: the device index on each node; -1: by the rank on the node
     gpu_aware_mpi: bool = False   # backend.gpu_aware_mpi: halo messages straight from device memory
+    petsc_options: str = ""   # solver.petsc_options: PETSc options database entries for implicit schemes
 
     def __getattr__(self, key):
         models = self.__dict__.get("models") or {}
@@ -182,6 +190,7 @@ class Settings:
             "time": dataclasses.asdict(self.time),
             "output": dataclasses.asdict(self.output),
             "backend": {"name": self.backend, "device": self.device, "gpu_aware_mpi": self.gpu_aware_mpi},
+            "solver": {"petsc_options": self.petsc_options},
         }
         if self.time.t_end is not None:
             del d["time"]["steps"]         # the end is t_end; steps is derived from it
@@ -353,11 +362,19 @@ def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict, fie
         if "steps" in explicit["time"]:
             raise ConfigError("time.t_end: set either time.steps or time.t_end, not both "
                               "(a --set of one replaces the other from the file)")
+    scheme = choice("time.scheme", t["scheme"], SCHEMES)
+    if scheme != "explicit" and dt == "auto":
+        raise ConfigError(f"time.dt: 'auto' is the explicit scheme's stability limit, and {scheme} is stable at "
+                          f"any step: its dt is chosen for accuracy; set time.dt to a number (with time.t_end, "
+                          f"dt is fitted to land on it)")
+    if scheme != "explicit" and kind != "heat":
+        raise ConfigError(f"time.scheme: {scheme!r} is an implicit scheme of the heat equation; a {kind} run "
+                          f"steps with its own integrator (use 'explicit')")
     safety = number("time.safety", t["safety"], positive=True)
     if safety > 1:
         raise ConfigError(f"time.safety: the fraction of the stability limit must be in (0, 1], got {safety}")
     time = TimeSettings(steps=integer("time.steps", t["steps"], lo=0), dt=dt, t_end=t_end, safety=safety,
-                        wall_limit=number("time.wall_limit", t["wall_limit"], nonneg=True))
+                        wall_limit=number("time.wall_limit", t["wall_limit"], nonneg=True), scheme=scheme)
 
     o = c["output"]
     output = OutputSettings(
@@ -375,8 +392,12 @@ def _validate(c: dict, explicit: dict, name: str, kind: str, sections: dict, fie
     backend = choice("backend.name", c["backend"]["name"], BACKENDS)
     device = integer("backend.device", c["backend"]["device"], lo=-1)
     gpu_aware = boolean("backend.gpu_aware_mpi", c["backend"]["gpu_aware_mpi"])
+    petsc_options = string("solver.petsc_options", c["solver"]["petsc_options"])
+    if petsc_options.strip() and not petsc_options.split()[0].startswith("-"):
+        raise ConfigError(f"solver.petsc_options: expected PETSc options such as '-ksp_type cg -pc_type mg', "
+                          f"got {show(petsc_options)}")
     return Settings(kind=kind, models=sections, time=time, output=output, backend=backend, name=name,
-                    device=device, gpu_aware_mpi=gpu_aware)
+                    device=device, gpu_aware_mpi=gpu_aware, petsc_options=petsc_options)
 
 
 def _snapshot_keys(o: dict, time: TimeSettings, kind: str, fields) -> dict:

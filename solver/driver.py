@@ -186,6 +186,9 @@ class DiagnosticsLog:
             return
         self.columns = self.columns or list(diag)
         try:
+            added = [k for k in diag if k not in self.columns]
+            if added:
+                self._widen(added)
             with os.fdopen(os.open(self.path, _APPEND, 0o644), "a") as fh:      # never through a link
                 if fh.tell() == 0:
                     fh.write(",".join(self.columns) + "\n")
@@ -193,6 +196,19 @@ class DiagnosticsLog:
                                   for c in self.columns) + "\n")
         except OSError as exc:
             self._fail(exc)
+
+    def _widen(self, added):
+        """Columns that a restart adds (an implicit scheme's iterations after
+        explicit steps): the header grows and the earlier rows read nan."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                lines = [line for line in fh.read().split("\n")[1:] if line]
+        except FileNotFoundError:
+            lines = []
+        self.columns = self.columns + added
+        if lines:
+            write_atomically(self.path, "\n".join([",".join(self.columns)]
+                                                  + [line + ",nan" * len(added) for line in lines]) + "\n", sync=False)
 
     def _fail(self, exc):
         """Rank 0 alone cannot write: one line, and the job ends (the other
@@ -365,7 +381,10 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
 
     earlier = _earlier_timings(model)
 
+    written_at = [None]                         # the step of the latest checkpoint
+
     def checkpoint():
+        written_at[0] = model.step_count
         with timers("output"):
             check_state(model, comm)                       # never replace a good checkpoint with a bad state
             if measured_at[0] != model.step_count:
@@ -429,9 +448,14 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         checkpoint()
         with timers("output"):
             writer.close()
-    except (FloatingPointError, ConfigError):
+    except (FloatingPointError, ConfigError) as exc:
         # raised on every rank at the same step: let a write in flight (an
-        # earlier, good state) finish before MPI shuts down
+        # earlier, good state) finish before MPI shuts down; a model whose
+        # state is still the last good one (a linear solve that failed) has it written
+        if getattr(exc, "checkpoint_state", False) and written_at[0] != model.step_count:
+            checkpoint()
+            with timers("output"):
+                writer.close()
         writer.join()
         raise
     finally:

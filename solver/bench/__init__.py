@@ -2,7 +2,9 @@
 the solver's own step loop against peer codes and the memory-bandwidth
 bound; ``bench io`` what checkpointing costs; ``bench startup`` the time from
 ``mpiexec`` to the first step; ``bench sass`` the CUDA n-body kernels'
-instructions per pair, from their machine code."""
+instructions per pair, from their machine code; ``bench implicit`` the
+implicit heat schemes' time to a stated accuracy against the explicit
+scheme's."""
 from __future__ import annotations
 
 import os
@@ -82,7 +84,7 @@ def cmd_bench(args, comm) -> int:
     if args.what == "sass":
         from .sass import bench_sass
         return bench_sass(args, comm)
-    if args.what not in ("compute", "io"):
+    if args.what not in ("compute", "io", "implicit"):
         raise ConfigError(f"bench {args.what}: run it without mpiexec, as python -m solver bench {args.what}")
     if args.what == "io":
         from .io import bench_io
@@ -96,6 +98,9 @@ def cmd_bench(args, comm) -> int:
         with scratch_dir(comm, args.dir or "runs", "bench-io-") as scratch:
             bench_io(comm, shape, args.steps, args.every, scratch, repeats=args.repeats, backend=args.backend)
         return 0
+    if args.what == "implicit":
+        from .implicit import bench_implicit
+        return bench_implicit(comm, args)
     from .compute import bench_compute
     args.dir = args.dir or "runs/bench"
     return bench_compute(comm, args)

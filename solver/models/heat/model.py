@@ -35,12 +35,17 @@ def resolve_time(settings, restart=None, largest=None):
     and that stored dt is checked like any other input.  ``largest``: the
     largest value of a D field."""
     heat, t = settings.heat, settings.time
+    if t.implicit:                       # stable at any step: dt is the user's, fitted to t_end
+        dt, end = fit_end(t, t.dt, restart)
+        return check_dt(dt, "fitted to time.t_end"), end
     try:
         limit = stability_limit(heat, largest)
     except (ZeroDivisionError, OverflowError):
         limit = float("nan")
     check_dt(limit, "allowed by the stability limit of this grid and diffusivity")
-    if t.dt == "auto" and restart is not None:
+    if t.dt == "auto" and restart is not None and last_scheme(restart) != "explicit":
+        dt = check_dt(t.safety * limit, "from time.dt = 'auto'")     # the stored dt was an implicit scheme's
+    elif t.dt == "auto" and restart is not None:
         dt = check_dt(float(restart.attrs["dt"]), f"stored in {restart.path}")
         if dt > limit * (1 + 1e-12):
             raise ConfigError(f"--restart: {restart.path} stores dt = {dt:g}, above the stability limit {limit:.6g} "
@@ -55,6 +60,22 @@ def resolve_time(settings, restart=None, largest=None):
                 f"scheme for this grid and diffusivity; use time.dt <= {limit:.6g} or time.dt = 'auto'")
     dt, end = fit_end(t, dt, restart, settings.output.snapshot_dt)
     return check_dt(dt, "fitted to time.t_end"), end
+
+
+def scheme_history(restart) -> list:
+    """[[first step, scheme], ...] of the run so far: which scheme took each
+    step (checkpoints before implicit schemes existed: all explicit)."""
+    if restart is None:
+        return []
+    try:
+        return [[int(s), str(k)] for s, k in json.loads(str(restart.attrs.get("time_schemes", "[]")))]
+    except (ValueError, TypeError):
+        return []
+
+
+def last_scheme(restart) -> str:
+    history = scheme_history(restart)
+    return history[-1][1] if history else "explicit"
 
 
 def read_field(spec, comm, shape, where, what="heat.file") -> np.ndarray:
@@ -142,6 +163,10 @@ class HeatModel(Clocked):
         self.restart = restart
         self.clock = Clock()
         h = self.heat
+        self.scheme = settings.time.scheme
+        if settings.time.implicit:           # before anything is allocated: a missing petsc4py is one line
+            from . import implicit
+            implicit.petsc(self.scheme)
         if not isinstance(h.diffusivity, str):
             self.clock.dt, self.end_step = resolve_time(settings, restart)
         self.decomp = decompose(comm, h.shape, h.periods)
@@ -159,6 +184,10 @@ class HeatModel(Clocked):
             largest = self.comm.allreduce(float(D.max()), op=MPI.MAX)
             self.clock.dt, self.end_step = resolve_time(settings, restart, largest)
         self.explicit = operator.explicit(h, self.decomp, g, self.dt, D, Q)
+        self.implicit = None
+        if settings.time.implicit:
+            from .implicit import ImplicitStepper
+            self.implicit = ImplicitStepper(h, self.decomp, self.scheme, D, Q, settings.petsc_options)
         del D, Q
         self.coeffs = self.explicit.stencil.coeffs     # the constant scheme's c_d (None for variable D or Q)
         self.stencil = self._upload(self.explicit.stencil)       # what the backend applies, in its memory
@@ -175,6 +204,9 @@ class HeatModel(Clocked):
         self._summed = 0         # steps whose wall edges the stencil's sums hold
         self._heat_in = 0.0      # this rank's share of the heat added since step 0 (sources, walls)
         self._heat_start = None  # the total heat at step 0 of the run's history
+        self.schemes = scheme_history(restart)
+        if not self.schemes or self.schemes[-1][1] != self.scheme:
+            self.schemes.append([self.clock.step if restart is None else int(restart.attrs["step"]), self.scheme])
 
     def _read_fields(self):
         """This block's cells of the D and Q fields (None for numbers), checked
@@ -255,6 +287,8 @@ class HeatModel(Clocked):
         host = np.zeros(tuple(k + 2 * self.block for k in self.decomp.local_shape))
         host[self._inner] = local
         self._u = self.backend.from_host(host)
+        if self.implicit is not None:
+            self.implicit.load(local)
 
     def local_field(self) -> np.ndarray:
         """This rank's cells (no ghosts) as a NumPy array."""
@@ -268,6 +302,8 @@ class HeatModel(Clocked):
         d = self.decomp
         largest = tuple(-(-n // p) + 2 for n, p in zip(d.global_shape, d.dims))
         # more steps than the grid is wide buy nothing but ghost layers
+        if self.settings.time.implicit:
+            return 1                         # one solve per step; one ghost layer for the diagnostics
         fields = 0 if self.heat.constant else self.heat.ndim + 1
         block = min(self.heat.fused_steps, min(d.global_shape)) or self.backend.heat_block(largest, fields)
         for n, p, periodic in zip(d.global_shape, d.dims, d.periods):
@@ -303,8 +339,39 @@ class HeatModel(Clocked):
                      for a in range(len(n))
                      for side, at, edge in ((0, box[0][a], g), (1, box[1][a], g + n[a])))
 
+    def _advance_implicit(self, timers):
+        """One implicit step through PETSc; the state is copied into the
+        model's buffer (not one a checkpoint writer is reading).  A solve that
+        fails leaves the state at the last good step (SolveFailed)."""
+        from .implicit import SolveFailed
+        with timed(timers, "solve"):
+            try:
+                gained = self.implicit.step(self.dt)
+            except SolveFailed as exc:
+                raise SolveFailed(f"step {self.step_count + 1} (t = {self.time + self.dt:.6g}): {exc}; stopped with "
+                                  f"a checkpoint of the last good state (step {self.step_count}); use a smaller "
+                                  f"time.dt or other solver options ([solver] petsc_options, PETSC_OPTIONS or "
+                                  f"after --)") from None
+        with timed(timers, "compute"):
+            out = self._next
+            host = self.backend.to_host(out)
+            host[self._inner] = self.implicit.state()
+            if host is not out:
+                out = self.backend.from_host(host)
+            if self._u is self._lent:         # a writer holds it: the spare takes its place
+                if self._spare is None:
+                    self._spare = self.backend.zeros(out.shape)
+                self._u, self._next, self._spare = out, self._spare, self._u
+                self._lent = None
+            else:
+                self._u, self._next = out, self._u
+            self._heat_in += gained * math.prod(self.heat.spacing)
+        self.clock.tick(1)
+
     def advance(self, max_steps, timers=None):
         """Up to ``self.block`` steps (at most ``max_steps``) per halo exchange."""
+        if self.implicit is not None:
+            return self._advance_implicit(timers)
         steps = max(1, min(max_steps, self.block))
         u, out = self._u, self._next
 
@@ -349,6 +416,7 @@ class HeatModel(Clocked):
         attrs = {"problem": "heat", "time": self.time, "dt": self.dt, "time_basis": np.array(self.clock.basis, float),
                  "config": self.settings.to_toml(),
                  "heat_balance": np.array([self._heat_start, self._global_heat_in()])}
+        attrs["time_schemes"] = json.dumps(self.schemes)
         if self._digests:
             attrs["heat_fields"] = json.dumps(self._digests, sort_keys=True)
         return attrs
@@ -412,6 +480,8 @@ class HeatModel(Clocked):
         # what the change of total heat differs from it by (round-off)
         d["heat_in"] = sums[2]
         d["balance"] = (d["heat"] - self._heat_start) - sums[2]
+        if self.implicit is not None:        # Krylov iterations per step since the last line, the latest residual
+            d["iterations"], d["residual"] = self.implicit.take_counts()
         return d
 
     @property
@@ -421,8 +491,12 @@ class HeatModel(Clocked):
     def describe(self) -> str:
         h = self.heat
         walls = h.boundary if isinstance(h.boundary, str) else "/".join("-".join(pair) for pair in h.faces)
-        return (f"heat {'x'.join(map(str, h.shape))} ({walls}, {h.initial}) on {self.comm.size} "
+        scheme = f", {self.scheme} through PETSc" if self.implicit is not None else ""
+        return (f"heat {'x'.join(map(str, h.shape))} ({walls}, {h.initial}{scheme}) on {self.comm.size} "
                 f"rank{'s' if self.comm.size > 1 else ''} as {'x'.join(map(str, self.decomp.dims))}")
 
     def close(self):
         self.halo.free()
+        if self.implicit is not None:
+            self.implicit.destroy()
+            self.implicit = None

@@ -128,6 +128,50 @@ def _padded(decomp, width, local, fill_walls):
     return out
 
 
+def _faces_and_sources(heat, decomp, g, scale, diffusivity, source):
+    """(K, S, ghost rules) of the block padded by ``g``: per axis the low-face
+    coefficients times ``scale`` (wall faces: De / h^2), ``scale`` Q with the
+    Neumann fluxes of the edge cells, and per wall side (0, wall value)."""
+    n, faces, values, transfer = decomp.local_shape, heat.faces, heat.face_values, heat.face_transfer
+    padded = tuple(k + 2 * g for k in n)
+    D = _padded(decomp, g, np.full(n, float(heat.diffusivity)) if diffusivity is None else diffusivity, True)
+    Q = _padded(decomp, g, np.full(n, float(heat.source)) if source is None else source, False)
+    K = face_coefficients(D, heat.spacing, scale)
+    S = Q * scale
+    rules = [(1.0, 0.0)] * (2 * len(n))
+    for a, side in ((a, side) for a in range(len(n)) for side in (0, 1) if decomp.at_wall(a, side)):
+        kind, value, h = faces[a][side], values[a][side], heat.spacing[a]
+        face = g if side == 0 else g + n[a]                 # the wall face: the low face of cell `face`
+        edge = g if side == 0 else g + n[a] - 1
+        K[a][_face_slab(padded, a, face)] = (wall_diffusivity(kind, D[_face_slab(padded, a, edge)], h,
+                                                              transfer[a][side]) * (scale / h ** 2))
+        if kind == "neumann":
+            S[_face_slab(padded, a, edge)] += value * (scale / h)
+        rules[2 * a + side] = (0.0, 0.0 if kind == "neumann" else value)
+    return K, S, rules
+
+
+def implicit_terms(heat, decomp, diffusivity=None, source=None):
+    """du/dt = A u + f on this rank's block, for a matrix assembly: ``K`` per
+    axis (the block padded by one cell) holds each cell's low-face
+    coefficient, so row i of A has K[i] towards cell i-1, K[i+1] towards
+    i+1 and minus their sum on the diagonal (a wall face's K enters the
+    diagonal only); ``f`` (the owned cells) is Q, the Neumann fluxes and
+    K_wall times each wall's value.  One explicit step is u + dt (A u + f),
+    the same terms the explicit stencil applies."""
+    n = decomp.local_shape
+    K, S, rules = _faces_and_sources(heat, decomp, 1, 1.0, diffusivity, source)
+    owned = tuple(slice(1, 1 + k) for k in n)
+    f = np.array(S[owned])
+    for a, side in ((a, side) for a in range(len(n)) for side in (0, 1) if decomp.at_wall(a, side)):
+        value = rules[2 * a + side][1]
+        if value:
+            face = 1 if side == 0 else 1 + n[a]
+            edge = 0 if side == 0 else n[a] - 1
+            f[_face_slab(n, a, edge)] += K[a][_face_slab(K[a].shape, a, face)][_owned_face(n, 1, a)] * value
+    return K, f
+
+
 def explicit(heat, decomp, width, dt, diffusivity=None, source=None) -> Explicit:
     """The explicit step of this rank's block (padded by ``width``).
     ``diffusivity``/``source``: this block's cells of the D and Q fields,
@@ -148,20 +192,7 @@ def explicit(heat, decomp, width, dt, diffusivity=None, source=None) -> Explicit
             walls.append(Wall(2 * a + side, a, faces[a][side], ca, cb, coef, ca != 1.0))
         return Explicit(HeatStencil(coeffs=coeffs, walls=tuple(rules)), walls, 0.0)
 
-    D = _padded(decomp, g, np.full(n, heat.diffusivity) if diffusivity is None else diffusivity, True)
-    Q = _padded(decomp, g, np.full(n, float(heat.source)) if source is None else source, False)
-    K = face_coefficients(D, spacing, dt)
-    S = Q * dt
-    rules = [(1.0, 0.0)] * (2 * len(n))
-    for a, side in sides:
-        kind, value, h = faces[a][side], values[a][side], spacing[a]
-        face = g if side == 0 else g + n[a]                 # the wall face: the low face of cell `face`
-        edge = g if side == 0 else g + n[a] - 1
-        K[a][_face_slab(padded, a, face)] = (wall_diffusivity(kind, D[_face_slab(padded, a, edge)], h,
-                                                              transfer[a][side]) * (dt / h ** 2))
-        if kind == "neumann":
-            S[_face_slab(padded, a, edge)] += value * (dt / h)
-        rules[2 * a + side] = (0.0, 0.0 if kind == "neumann" else value)
+    K, S, rules = _faces_and_sources(heat, decomp, g, dt, diffusivity, source)
     for a, side in sides:
         face = g if side == 0 else g + n[a]
         coef = np.array(K[a][_face_slab(padded, a, face)][_owned_face(n, g, a)])
