@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import MPI_ENV, REPO, clean_env
+from conftest import MPI_ENV, REPO, clean_env, run_solver
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,3 +73,15 @@ def test_bad_input_under_mpiexec_is_our_line_then_the_launchers_report(tmp_path)
     assert lines[0].startswith("solver: error: heat.shape") and r.stderr.count("solver: error:") == 1, r.stderr
     assert "Exit code:    2" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("np", [None, 2])
+def test_a_long_output_path_writes_its_checkpoints(tmp_path, np):
+    """Open MPI 4.1's lockedfile component overflows a fixed buffer on a path
+    of about 200 characters and aborts every rank at the first file open."""
+    deep = tmp_path / ("d" * 120) / ("e" * 100)
+    deep.mkdir(parents=True)
+    run = str(deep / "run")
+    r = run_solver(["run", "--set", "heat.shape=[12,12]", "--set", "time.steps=2", "--output", run], np=np)
+    assert r.returncode == 0, r.launcher_stderr[-2000:]
+    assert os.listdir(os.path.join(run, "checkpoints")).count("step_000000002.h5") == 1

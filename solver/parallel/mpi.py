@@ -19,6 +19,11 @@ mpi4py.rc.thread_level = "multiple"
 # hwloc in MPI_Init would load an installed OpenCL driver into every rank
 # (threads and memory for nothing: the opencl backend finds its devices itself)
 os.environ.setdefault("HWLOC_COMPONENTS", "-opencl")
+# Open MPI 4.1's "lockedfile" shared-file-pointer component builds its lock
+# file's name in a fixed buffer: an output path of about 200 characters
+# overflows it and every rank aborts in the first collective file open.  We
+# never use shared file pointers; a site's own choice is kept.
+os.environ.setdefault("OMPI_MCA_sharedfp", "^lockedfile")
 from mpi4py import MPI  # noqa: E402  (initialises MPI)
 
 import numpy as np  # noqa: E402
