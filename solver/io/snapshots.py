@@ -97,6 +97,7 @@ class SnapshotSeries:
         self.directory = os.path.join(output_dir, DIRECTORY)
         self.lineage = dict(lineage or {})
         self.collection = collection
+        self.overflow = None         # (dataset, |value|) that the chosen precision cannot hold, on this rank
 
     # --- cadence ------------------------------------------------------------------
     def due(self, step, time) -> bool:
@@ -178,9 +179,30 @@ class SnapshotSeries:
                 shape, where = (self.bodies,) + shape[1:], (slice(lo, hi),) + tuple(where[1:])
                 local, memory = block[:hi - lo], None
             if np.issubdtype(local.dtype, np.floating) and local.dtype != self.precision:
-                local = (local if memory is None else local[memory]).astype(self.precision)
+                source = local if memory is None else local[memory]
+                with np.errstate(over="ignore"):
+                    local = source.astype(self.precision)
                 memory = None
+                lost = np.isinf(local) & np.isfinite(source)
+                if lost.any() and self.overflow is None:
+                    self.overflow = (ds.name, float(np.abs(source[lost]).max()))
             chosen.append(Dataset(ds.name, shape, local, where, dict(ds.attrs), memory))
+        return chosen
+
+    def chosen(self, model, comm) -> list:
+        """``datasets(model)``, once every rank has agreed that the chosen
+        precision holds them (collective): a finite value that float32
+        cannot hold would be a silent inf in the file, so it is an error
+        (ConfigError, on every rank) naming the dataset and the remedy."""
+        from ..config import ConfigError
+        self.overflow = None
+        chosen = self.datasets(model)
+        found = [x for x in comm.allgather(self.overflow) if x is not None]
+        if found:
+            name, largest = found[0]
+            raise ConfigError(f"output.snapshot_precision: {self.precision.name} cannot hold {name} at step "
+                              f"{model.step_count} (|value| up to {max(v for _, v in found):.6g}, beyond "
+                              f"{float(np.finfo(self.precision).max):.6g}); use snapshot_precision = \"float64\"")
         return chosen
 
     def written(self, path):
