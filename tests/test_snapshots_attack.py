@@ -40,3 +40,38 @@ def test_a_field_float32_cannot_hold_is_an_error_on_every_rank_not_a_silent_inf(
     assert "snapshot_precision" in line and "float64" in line and "heat/u" in line, line
     for path in snapshot_paths(run):
         assert np.isfinite(read_snapshot(path)["heat/u"]).all(), path
+
+
+@pytest.mark.parametrize("plant", ["fifo", "link to a fifo", "link to a file"])
+def test_something_not_a_file_at_a_snapshot_name_is_set_aside_unread_and_kept(tmp_path, plant):
+    """A FIFO (or a link to one) opened for reading would block the restart
+    for good; a link is not ours either. Each is moved aside, kept as it is."""
+    run = str(tmp_path / "run")
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=6", "--set", "output.snapshot_every=2", "--output", run]))
+    name = os.path.join(run, "snapshots", "snap_000000003.h5")
+    elsewhere = tmp_path / "elsewhere"
+    if plant == "fifo":
+        os.mkfifo(name)
+    elif plant == "link to a fifo":
+        os.mkfifo(elsewhere)
+        os.symlink(elsewhere, name)
+    else:
+        elsewhere.write_bytes(b"not a snapshot")
+        os.symlink(elsewhere, name)
+    _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=10"], timeout=60))
+    assert [read_snapshot(p)["step"] for p in snapshot_paths(run)] == [0, 2, 4, 6, 8, 10]
+    moved = os.path.join(run, "snapshots", "snap_000000003.h5.abandoned")
+    assert os.path.lexists(moved) and not os.path.lexists(name)
+    if plant != "fifo":
+        assert os.readlink(moved) == str(elsewhere)
+    assert "snap_000000003" not in open(os.path.join(run, "run.xdmf")).read()
+    if plant == "link to a file":
+        assert elsewhere.read_bytes() == b"not a snapshot"
+
+
+def test_the_reader_lists_only_regular_files(tmp_path):
+    """snapshot_paths (used by scripts and plotting) never hands out a FIFO to open."""
+    directory = tmp_path / "snapshots"
+    directory.mkdir()
+    os.mkfifo(directory / "snap_000000003.h5")
+    assert snapshot_paths(str(tmp_path)) == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -31,12 +32,26 @@ def snapshot_name(step: int) -> str:
     return f"snap_{step:09d}.h5"
 
 
-def list_snapshots(directory: str) -> list[tuple[int, str]]:
-    """(step, path) of the complete snapshots in ``directory``, oldest first."""
+def _named(directory: str) -> list[tuple[int, str]]:
+    """(step, path) of everything in ``directory`` with a snapshot's name, oldest first."""
     if not os.path.isdir(directory):
         return []
     return sorted((int(m.group(1)), os.path.join(directory, name))
                   for name in os.listdir(directory) if (m := _NAME.match(name)))
+
+
+def _regular(path) -> bool:
+    """A regular file, not a link: never a FIFO, which opening would block on."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def list_snapshots(directory: str) -> list[tuple[int, str]]:
+    """(step, path) of the complete snapshots in ``directory``, oldest first
+    (regular files only: a link or a FIFO there is not a snapshot we wrote)."""
+    return [(step, path) for step, path in _named(directory) if _regular(path)]
 
 
 def snapshot_paths(run_dir: str) -> list[str]:
@@ -145,8 +160,8 @@ class SnapshotSeries:
         from .rotation import run_id_of, set_aside
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
-        for later, path in list_snapshots(self.directory):
-            if run_id_of(path) != run_id:
+        for later, path in _named(self.directory):
+            if not _regular(path) or run_id_of(path) != run_id:     # never opened unless a plain file
                 set_aside(path, "abandoned")
             elif later > step:
                 os.remove(path)
