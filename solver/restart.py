@@ -168,6 +168,9 @@ class OutputDir:
                 if os.path.isfile(os.path.join(path, "diagnostics.csv")):
                     self._aside.append((os.path.join(path, "diagnostics.csv"), "abandoned",
                                         "rows of a run that stopped before its first checkpoint"))
+                if os.path.lexists(os.path.join(path, "run.xdmf")):     # the new run writes its own
+                    self._aside.append((os.path.join(path, "run.xdmf"), "abandoned",
+                                        "not this run's (a run that stopped before its first checkpoint?)"))
             self._claim_marker(exclusive=not os.path.lexists(os.path.join(path, MARKER)))
         except OSError as exc:
             raise ConfigError(f"--output: cannot create the run directory {path}: {exc.strerror or exc}") from None

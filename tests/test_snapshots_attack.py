@@ -75,3 +75,16 @@ def test_the_reader_lists_only_regular_files(tmp_path):
     directory.mkdir()
     os.mkfifo(directory / "snap_000000003.h5")
     assert snapshot_paths(str(tmp_path)) == []
+
+
+def test_a_run_xdmf_already_in_a_fresh_runs_directory_is_moved_aside_not_replaced(tmp_path):
+    """A directory holding only run.xdmf takes a fresh run (as one a run left
+    that died before its first checkpoint), but that file is not this run's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.xdmf").write_text("mine\n")
+    r = _ok(run_solver(["run", *HEAT, "--set", "time.steps=4", "--set", "output.snapshot_every=2",
+                        "--output", str(run)]))
+    assert (run / "run.xdmf.abandoned").read_text() == "mine\n"
+    assert "run.xdmf" in r.stderr
+    assert "snap_000000004.h5" in (run / "run.xdmf").read_text()
