@@ -18,6 +18,8 @@ the first Simulation, not on ``import solver``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import types
 
@@ -248,11 +250,13 @@ class Simulation:
             raise ValueError("run(): give steps or t_end, not both")
         now = self.step
         if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
                 raise ValueError(f"run(steps={steps!r}): expected a whole number >= 0")
-            return now + steps
+            return now + int(steps)
         if t_end is None:
             return max(now, self._end)
+        if not math.isfinite(float(t_end)):
+            raise ValueError(f"run(t_end={t_end!r}): expected a finite time")
         span = (float(t_end) - self.time) / self.dt
         whole = round(span)
         if span < -1e-9 or abs(span - whole) > 1e-9 * max(1.0, abs(span)):
