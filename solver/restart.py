@@ -207,6 +207,9 @@ class OutputDir:
                 raise ConfigError(f"--output: {inner} is a symbolic link; the run writes only into directories "
                                   f"of its own: replace the link with a directory, or choose another output "
                                   f"directory (nothing was changed)")
+            if os.path.lexists(inner) and not os.path.isdir(inner):
+                raise ConfigError(f"--output: {inner} exists and is not a directory; the run keeps its files "
+                                  f"there: move it away, or choose another output directory (nothing was changed)")
         marker = os.path.join(self.path, MARKER)
         fd = os.open(marker, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
                      | (os.O_EXCL if exclusive else 0), 0o644)

@@ -88,3 +88,23 @@ def test_a_run_xdmf_already_in_a_fresh_runs_directory_is_moved_aside_not_replace
     assert (run / "run.xdmf.abandoned").read_text() == "mine\n"
     assert "run.xdmf" in r.stderr
     assert "snap_000000004.h5" in (run / "run.xdmf").read_text()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_file_where_the_snapshots_directory_goes_is_one_line_and_nothing_is_written(tmp_path, restart):
+    run = tmp_path / "run"
+    args = ["run", *HEAT, "--set", "time.steps=4", "--set", "output.snapshot_every=2", "--output", str(run)]
+    if restart:
+        _ok(run_solver(args))
+        for name in os.listdir(run / "snapshots"):
+            os.remove(run / "snapshots" / name)
+        os.rmdir(run / "snapshots")
+        args += ["--restart", "latest", "--set", "time.steps=8"]
+    else:
+        run.mkdir()
+    (run / "snapshots").write_text("mine\n")
+    names, before = set(run.rglob("*")), {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    line = _error_line(run_solver(args))
+    assert "snapshots" in line and "not a directory" in line, line
+    assert set(run.rglob("*")) == names
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
