@@ -108,3 +108,23 @@ def test_a_file_where_the_snapshots_directory_goes_is_one_line_and_nothing_is_wr
     assert "snapshots" in line and "not a directory" in line, line
     assert set(run.rglob("*")) == names
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_planted_files_with_odd_attributes_are_set_aside_or_passed_over_not_a_crash(tmp_path):
+    """A file at a snapshot's name whose run_id is an array is not ours (moved
+    aside); one that claims to be ours with a step that is not a number is
+    kept but left out of run.xdmf. Neither ends the restart with a traceback."""
+    import h5py
+    run = str(tmp_path / "run")
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=4", "--set", "output.snapshot_every=2", "--output", run]))
+    run_id = read_snapshot(snapshot_paths(run)[0])["attrs"]["run_id"]
+    snapdir = os.path.join(run, "snapshots")
+    with h5py.File(os.path.join(snapdir, "snap_000000003.h5"), "w") as f:
+        f.attrs.update(run_id=np.array([1, 2]), step=3)
+    with h5py.File(os.path.join(snapdir, "snap_000000001.h5"), "w") as f:
+        f.attrs.update(run_id=run_id, step="x")
+    r = _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=8"], np=2))
+    assert "Traceback" not in r.stderr
+    assert os.path.exists(os.path.join(snapdir, "snap_000000003.h5.abandoned"))
+    xdmf = open(os.path.join(run, "run.xdmf")).read()
+    assert [f"snap_{s:09d}" in xdmf for s in (0, 1, 2, 4, 6, 8)] == [True, False, True, True, True, True]

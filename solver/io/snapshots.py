@@ -92,6 +92,11 @@ def read_snapshot(path: str) -> dict:
 
 
 # --- the writing side (collective unless said otherwise) -------------------------
+def _same(stored, run_id) -> bool:
+    """Whether a file's stored run_id is this run's (a planted file may hold any type there)."""
+    return stored is None if run_id is None else (isinstance(stored, str) and stored == run_id)
+
+
 def _on_grid(time, every) -> bool:
     """Whether ``time`` is a whole multiple of ``every`` (to well within a step)."""
     k = round(time / every)
@@ -161,7 +166,7 @@ class SnapshotSeries:
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
         for later, path in _named(self.directory):
-            if not _regular(path) or run_id_of(path) != run_id:     # never opened unless a plain file
+            if not (_regular(path) and _same(run_id_of(path), run_id)):     # never opened unless a plain file
                 set_aside(path, "abandoned")
             elif later > step:
                 os.remove(path)
