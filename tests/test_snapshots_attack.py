@@ -187,3 +187,32 @@ def test_killed_mid_snapshot_then_restarted_on_other_rank_counts_with_other_sett
             old = read_snapshot(str(saved / os.path.basename(before[s["step"]])))
             assert np.array_equal(s["heat/u"], old["heat/u"]), s["step"]
     assert parts and all(os.path.exists(os.path.join(snapdir, n)) for n in parts)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (where this process may mount one)."""
+    import subprocess
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_disk_that_fills_during_a_snapshot_ends_the_run_with_one_line_and_every_earlier_snapshot_whole(small_disk):
+    """heat 128^2 (128 KiB a snapshot) every step on 1 MiB, two ranks."""
+    run = str(small_disk / "run")
+    r = run_solver(["run", "--backend", "numpy", "--set", "heat.shape=[128,128]", "--set", "time.steps=60",
+                    "--set", "output.snapshot_every=1", "--output", run], np=2)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("solver:")]
+    assert r.returncode == 1 and len(lines) == 1 and "snapshot of step" in lines[0], r.stderr
+    assert "No space left" in lines[0]
+    steps = [read_snapshot(p)["step"] for p in snapshot_paths(run)]
+    assert steps and steps == list(range(len(steps)))
+    assert not [n for n in os.listdir(os.path.join(run, "snapshots")) if not n.startswith("snap_")]
+    assert _xdmf_steps(run) == steps
