@@ -32,3 +32,17 @@ def test_run_takes_numpy_whole_numbers_and_times(tmp_path):
         for bad in (np.float64(1.0), 1.5, True, "2", -1):
             with pytest.raises(ValueError, match=r"run\(steps="):
                 sim.run(steps=bad)
+
+
+def test_a_branch_writes_a_snapshot_of_its_first_step_only_then_follows_the_cadence(tmp_path):
+    """A branch's series starts at its first step; the later run() calls of
+    the same Simulation keep to snapshot_every like any run."""
+    from solver.io.snapshots import read_snapshot, snapshot_paths
+    config = {**SMALL, "time": {"steps": 10}, "output": {"snapshot_every": 4, "checkpoint_every": 5}}
+    with _sim(tmp_path, "trunk", config) as sim:
+        sim.run()
+    with solver.Simulation(restart=tmp_path / "trunk" / "checkpoints" / "step_000000005.h5",
+                           output=tmp_path / "branch", backend="numpy", quiet=True) as sim:
+        for _ in range(4):
+            sim.run(steps=1)
+    assert [read_snapshot(p)["step"] for p in snapshot_paths(str(tmp_path / "branch"))] == [5, 8]

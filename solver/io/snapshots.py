@@ -170,10 +170,12 @@ class SnapshotSeries:
                 set_aside(path, "abandoned")
             elif later > step:
                 os.remove(path)
-        self.collection.begin([path for _, path in list_snapshots(self.directory)])
+        kept = [path for _, path in list_snapshots(self.directory)]
+        self.collection.begin(kept)
         if os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
             return False
-        return step == 0 or bool(branch) or self.due(step, time)
+        # a branch's first step starts its series; its later runs (run() again) keep to the cadence
+        return step == 0 or (bool(branch) and not kept) or self.due(step, time)
 
     # --- one snapshot -------------------------------------------------------------------
     def attrs(self, model) -> dict:
