@@ -18,6 +18,8 @@ the first Simulation, not on ``import solver``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import types
 
@@ -80,6 +82,26 @@ def shown_path(path) -> str:
     when it lies inside it (as a fresh run's default is), absolute otherwise."""
     relative = os.path.relpath(path)
     return relative if not relative.startswith("..") else os.path.abspath(path)
+
+
+def _same_on_every_rank(comm, settings):
+    """ConfigError on every rank if the ranks resolved different settings
+    (say ``set=`` computed per rank): they would step to different ends and
+    wait on each other for good.  Names the first line that differs."""
+    if comm.size == 1:
+        return
+    texts = comm.allgather(settings.to_toml())
+    for rank, text in enumerate(texts):
+        if text != texts[0]:
+            section, line = "", ""
+            for a, b in zip(texts[0].splitlines(), text.splitlines()):
+                if a != b:
+                    line = f"{section}{b.strip()}"
+                    break
+                if a.startswith("["):
+                    section = a.strip("[] ") + "."
+            raise ConfigError(f"Simulation: rank {rank} has other settings than rank 0 (rank {rank}: {line}); "
+                              f"every rank must pass the same config, set= and options")
 
 
 class Simulation:
@@ -147,6 +169,7 @@ class Simulation:
             self.backend = agree(comm, get_backend, settings.backend, comm, settings.device,
                                  settings.gpu_aware_mpi)
             settings = settings.replace(output=dataclasses.replace(settings.output, dir=out.path))
+            _same_on_every_rank(comm, settings)
             self.model = agree(comm, make_model, settings, comm, self.backend, info)
             agree(comm, self.model.set_initial)
         except BaseException:
@@ -240,19 +263,41 @@ class Simulation:
         ``steps``, ``loop_seconds``, ``final`` (the diagnostics at the end),
         ``checkpoint`` (its path), ``stopped`` (why it stopped early: a STOP
         file, a wall-clock limit, a signal; else None), ``timers``, ``warnings``."""
-        target = self._target(steps, t_end)
-        return self._advance_to(target)
+        return self._advance_to(self._agreed_target(steps, t_end))
+
+    def _agreed_target(self, steps, t_end) -> int:
+        """The step to run to, the same on every rank (collective): an
+        argument refused on one rank, or ranks asking for different ends,
+        raise on every rank rather than leave the others waiting."""
+        try:
+            target, problem = self._target(steps, t_end), None
+        except (ValueError, TypeError) as exc:
+            target, problem = None, str(exc)
+        if self.comm.size == 1:
+            found = [(target, problem)]
+        else:
+            found = self.comm.allgather((target, problem))
+        problems = [p for _, p in found if p is not None]
+        if problems:
+            raise ConfigError(problems[0])
+        ends = [t for t, _ in found]
+        if len(set(ends)) > 1:
+            raise ConfigError(f"run(): the ranks asked for different end steps ({', '.join(map(str, ends))} on "
+                              f"ranks 0..{len(ends) - 1}); every rank calls run() with the same arguments")
+        return target
 
     def _target(self, steps, t_end) -> int:
         if steps is not None and t_end is not None:
             raise ValueError("run(): give steps or t_end, not both")
         now = self.step
         if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
                 raise ValueError(f"run(steps={steps!r}): expected a whole number >= 0")
-            return now + steps
+            return now + int(steps)
         if t_end is None:
             return max(now, self._end)
+        if not math.isfinite(float(t_end)):
+            raise ValueError(f"run(t_end={t_end!r}): expected a finite time")
         span = (float(t_end) - self.time) / self.dt
         whole = round(span)
         if span < -1e-9 or abs(span - whole) > 1e-9 * max(1.0, abs(span)):

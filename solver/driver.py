@@ -396,7 +396,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
 
     def snapshot():
         with timers("output"):
-            writer.submit(model.step_count, snaps.attrs(model), snaps.datasets(model), snapshot=True)
+            writer.submit(model.step_count, snaps.attrs(model), snaps.chosen(model, comm), snapshot=True)
 
     def status(state):
         if helper is not None:

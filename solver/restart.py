@@ -168,6 +168,9 @@ class OutputDir:
                 if os.path.isfile(os.path.join(path, "diagnostics.csv")):
                     self._aside.append((os.path.join(path, "diagnostics.csv"), "abandoned",
                                         "rows of a run that stopped before its first checkpoint"))
+                if os.path.lexists(os.path.join(path, "run.xdmf")):     # the new run writes its own
+                    self._aside.append((os.path.join(path, "run.xdmf"), "abandoned",
+                                        "not this run's (a run that stopped before its first checkpoint?)"))
             self._claim_marker(exclusive=not os.path.lexists(os.path.join(path, MARKER)))
         except OSError as exc:
             raise ConfigError(f"--output: cannot create the run directory {path}: {exc.strerror or exc}") from None
@@ -204,6 +207,9 @@ class OutputDir:
                 raise ConfigError(f"--output: {inner} is a symbolic link; the run writes only into directories "
                                   f"of its own: replace the link with a directory, or choose another output "
                                   f"directory (nothing was changed)")
+            if os.path.lexists(inner) and not os.path.isdir(inner):
+                raise ConfigError(f"--output: {inner} exists and is not a directory; the run keeps its files "
+                                  f"there: move it away, or choose another output directory (nothing was changed)")
         marker = os.path.join(self.path, MARKER)
         fd = os.open(marker, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
                      | (os.O_EXCL if exclusive else 0), 0o644)

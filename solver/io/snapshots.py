@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -31,12 +32,26 @@ def snapshot_name(step: int) -> str:
     return f"snap_{step:09d}.h5"
 
 
-def list_snapshots(directory: str) -> list[tuple[int, str]]:
-    """(step, path) of the complete snapshots in ``directory``, oldest first."""
+def _named(directory: str) -> list[tuple[int, str]]:
+    """(step, path) of everything in ``directory`` with a snapshot's name, oldest first."""
     if not os.path.isdir(directory):
         return []
     return sorted((int(m.group(1)), os.path.join(directory, name))
                   for name in os.listdir(directory) if (m := _NAME.match(name)))
+
+
+def _regular(path) -> bool:
+    """A regular file, not a link: never a FIFO, which opening would block on."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def list_snapshots(directory: str) -> list[tuple[int, str]]:
+    """(step, path) of the complete snapshots in ``directory``, oldest first
+    (regular files only: a link or a FIFO there is not a snapshot we wrote)."""
+    return [(step, path) for step, path in _named(directory) if _regular(path)]
 
 
 def snapshot_paths(run_dir: str) -> list[str]:
@@ -77,6 +92,11 @@ def read_snapshot(path: str) -> dict:
 
 
 # --- the writing side (collective unless said otherwise) -------------------------
+def _same(stored, run_id) -> bool:
+    """Whether a file's stored run_id is this run's (a planted file may hold any type there)."""
+    return stored is None if run_id is None else (isinstance(stored, str) and stored == run_id)
+
+
 def _on_grid(time, every) -> bool:
     """Whether ``time`` is a whole multiple of ``every`` (to well within a step)."""
     k = round(time / every)
@@ -97,6 +117,7 @@ class SnapshotSeries:
         self.directory = os.path.join(output_dir, DIRECTORY)
         self.lineage = dict(lineage or {})
         self.collection = collection
+        self.overflow = None         # (dataset, |value|) that the chosen precision cannot hold, on this rank
 
     # --- cadence ------------------------------------------------------------------
     def due(self, step, time) -> bool:
@@ -144,15 +165,17 @@ class SnapshotSeries:
         from .rotation import run_id_of, set_aside
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
-        for later, path in list_snapshots(self.directory):
-            if run_id_of(path) != run_id:
+        for later, path in _named(self.directory):
+            if not (_regular(path) and _same(run_id_of(path), run_id)):     # never opened unless a plain file
                 set_aside(path, "abandoned")
             elif later > step:
                 os.remove(path)
-        self.collection.begin([path for _, path in list_snapshots(self.directory)])
+        kept = [path for _, path in list_snapshots(self.directory)]
+        self.collection.begin(kept)
         if os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
             return False
-        return step == 0 or bool(branch) or self.due(step, time)
+        # a branch's first step starts its series; its later runs (run() again) keep to the cadence
+        return step == 0 or (bool(branch) and not kept) or self.due(step, time)
 
     # --- one snapshot -------------------------------------------------------------------
     def attrs(self, model) -> dict:
@@ -178,9 +201,30 @@ class SnapshotSeries:
                 shape, where = (self.bodies,) + shape[1:], (slice(lo, hi),) + tuple(where[1:])
                 local, memory = block[:hi - lo], None
             if np.issubdtype(local.dtype, np.floating) and local.dtype != self.precision:
-                local = (local if memory is None else local[memory]).astype(self.precision)
+                source = local if memory is None else local[memory]
+                with np.errstate(over="ignore"):
+                    local = source.astype(self.precision)
                 memory = None
+                lost = np.isinf(local) & np.isfinite(source)
+                if lost.any() and self.overflow is None:
+                    self.overflow = (ds.name, float(np.abs(source[lost]).max()))
             chosen.append(Dataset(ds.name, shape, local, where, dict(ds.attrs), memory))
+        return chosen
+
+    def chosen(self, model, comm) -> list:
+        """``datasets(model)``, once every rank has agreed that the chosen
+        precision holds them (collective): a finite value that float32
+        cannot hold would be a silent inf in the file, so it is an error
+        (ConfigError, on every rank) naming the dataset and the remedy."""
+        from ..config import ConfigError
+        self.overflow = None
+        chosen = self.datasets(model)
+        found = [x for x in comm.allgather(self.overflow) if x is not None]
+        if found:
+            name, largest = found[0]
+            raise ConfigError(f"output.snapshot_precision: {self.precision.name} cannot hold {name} at step "
+                              f"{model.step_count} (|value| up to {max(v for _, v in found):.6g}, beyond "
+                              f"{float(np.finfo(self.precision).max):.6g}); use snapshot_precision = \"float64\"")
         return chosen
 
     def written(self, path):

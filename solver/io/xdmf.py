@@ -94,8 +94,8 @@ class SnapshotCollection:
         for h5path in paths:
             try:
                 step, xml = self._read(h5path)
-            except (OSError, KeyError):
-                continue                 # unreadable: not listed (the file stays as it is)
+            except (OSError, KeyError, ValueError, TypeError):
+                continue                 # unreadable, or attributes not ours: not listed (the file stays)
             self._grids[step] = xml
         if paths:
             self._write()
