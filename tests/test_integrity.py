@@ -159,7 +159,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_fails_the_checkpoint_and_the_run_goes_on_once_there_is_room(small_disk, tmp_path, np_):
     """heat 512^2 (2 MiB a checkpoint), one every 100 steps, on 5 MiB."""
     case = ["--set", "heat.shape=[512,512]", "--backend", "numpy", "--set", "output.keep=0",
-            "--set", "output.checkpoint_every=100", "--set", "output.log_every=100"]
+            "--set", "output.checkpoint_every=100", "--set", "output.log_every=100", "--set", "output.snapshot_every=0"]
     run = str(small_disk / "run")
     line = _one_line(run_solver(["run", "--output", run, *case, "--set", "time.steps=300"], np=np_), 1)
     assert "step 300" in line and "No space left on device" in line, line

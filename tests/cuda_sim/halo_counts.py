@@ -24,12 +24,15 @@ def measure(comm, shape, width, steps, boundary="periodic", gpu_aware=False):
     from solver.backends import get_backend
     from solver.models.heat import model as heat
     from solver.models.heat.model import HeatModel
-    heat.OVERLAP_LIMIT = float("inf")            # an interior swept while the halo travels, always
     driver = cuda_sim.driver
     settings = heat_settings(f"heat.shape={list(shape)}", "heat.initial=random", f"heat.boundary={boundary}",
                              f"time.steps={steps}", f"heat.fused_steps={width}")
     backend = get_backend("cuda", comm, -1, gpu_aware)
-    model = HeatModel(settings, comm, backend)
+    limit, heat.OVERLAP_LIMIT = heat.OVERLAP_LIMIT, float("inf")   # an interior swept while the halo travels
+    try:
+        model = HeatModel(settings, comm, backend)
+    finally:
+        heat.OVERLAP_LIMIT = limit              # the layout is chosen; later models in this process choose their own
     model.set_initial()
     halo = model.halo
     worst, per, ordered = {}, {}, True
