@@ -307,3 +307,33 @@ def test_a_failed_snapshot_write_ends_the_run_on_every_rank_and_leaves_no_file(t
     assert r.returncode == 1 and "snapshot of step 6" in r.stderr and "injected failure" in r.stderr, r.stderr
     assert _steps(run) == [0, 3]
     assert not [n for n in os.listdir(os.path.join(run, "snapshots")) if n.endswith(".part")]
+
+
+def test_a_snapshot_write_that_fails_is_called_a_snapshot_in_the_message(tmp_path, monkeypatch):
+    """The writer's messages name the kind of file that failed: not "the checkpoint of step N"."""
+    from mpi4py import MPI
+
+    from helpers import disk_filling_write, make_heat
+    from solver.io import blocks, checkpoint
+    from solver.io.writer import CheckpointWriter, WriterError
+    model = make_heat(MPI.COMM_SELF, "heat.shape=[64,64]", "heat.initial=random")
+    writer = CheckpointWriter(MPI.COMM_SELF, str(tmp_path), background=False,
+                              snapshots=(str(tmp_path), lambda path: None))
+
+    def no_room(*args):
+        raise OSError("no room for the layout")
+    monkeypatch.setattr(checkpoint, "layout", no_room)
+    monkeypatch.setattr(checkpoint, "write_gathered", lambda *args: no_room())
+    with pytest.raises(WriterError) as caught:
+        writer.submit(7, model.checkpoint_attrs(), model.checkpoint_datasets(), snapshot=True)
+    message = str(caught.value)
+    assert "snapshot of step 7" in message and "no room for the layout" in message, message
+    assert "checkpoint of step" not in message, message
+    if blocks.parallel_io(MPI.COMM_SELF):
+        monkeypatch.undo()
+        monkeypatch.setattr(checkpoint, "write_raw", disk_filling_write(checkpoint.write_raw))
+        writer._error = None
+        with pytest.raises(WriterError, match="the snapshot of step 8 was not stored whole") as caught:
+            writer.submit(8, model.checkpoint_attrs(), model.checkpoint_datasets(), snapshot=True)
+        assert "checkpoint of step" not in str(caught.value)
+    assert os.listdir(tmp_path) == []
