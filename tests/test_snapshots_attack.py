@@ -24,6 +24,12 @@ def _error_line(r):
     return lines[0]
 
 
+def _warned_moved(r, path, aside):
+    """Whether stderr holds exactly one warning line (rank 0's) naming ``path`` and where it went."""
+    lines = [line for line in r.stderr.splitlines() if line.startswith("solver: warning: ") and path in line]
+    return len(lines) == 1 and f"moved aside to {aside}" in lines[0]
+
+
 @pytest.mark.parametrize("np_", [None, 2])
 def test_a_field_float32_cannot_hold_is_an_error_on_every_rank_not_a_silent_inf(tmp_path, np_):
     """u of 1e100 (finite in float64) in the first rows only, so that under
@@ -58,9 +64,10 @@ def test_something_not_a_file_at_a_snapshot_name_is_set_aside_unread_and_kept(tm
     else:
         elsewhere.write_bytes(b"not a snapshot")
         os.symlink(elsewhere, name)
-    _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=10"], timeout=60))
+    r = _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=10"], timeout=60))
     assert [read_snapshot(p)["step"] for p in snapshot_paths(run)] == [0, 2, 4, 6, 8, 10]
     moved = os.path.join(run, "snapshots", "snap_000000003.h5.abandoned")
+    assert _warned_moved(r, name, "snap_000000003.h5.abandoned")
     assert os.path.lexists(moved) and not os.path.lexists(name)
     if plant != "fifo":
         assert os.readlink(moved) == str(elsewhere)
@@ -126,6 +133,7 @@ def test_planted_files_with_odd_attributes_are_set_aside_or_passed_over_not_a_cr
     r = _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=8"], np=2))
     assert "Traceback" not in r.stderr
     assert os.path.exists(os.path.join(snapdir, "snap_000000003.h5.abandoned"))
+    assert _warned_moved(r, os.path.join(snapdir, "snap_000000003.h5"), "snap_000000003.h5.abandoned")
     xdmf = open(os.path.join(run, "run.xdmf")).read()
     assert [f"snap_{s:09d}" in xdmf for s in (0, 1, 2, 4, 6, 8)] == [True, False, True, True, True, True]
 

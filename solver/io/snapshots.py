@@ -20,6 +20,7 @@ import math
 import os
 import re
 import stat
+import sys
 
 import numpy as np
 
@@ -162,12 +163,15 @@ class SnapshotSeries:
                               f"{exc.strerror or exc}; check the directory's permissions") from None
 
     def _begin(self, step, time, branch):
+        from ..parallel.mpi import emit
         from .rotation import run_id_of, set_aside
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
         for later, path in _named(self.directory):
             if not (_regular(path) and _same(run_id_of(path), run_id)):     # never opened unless a plain file
-                set_aside(path, "abandoned")
+                moved = set_aside(path, "abandoned")
+                emit(sys.stderr, f"solver: warning: {path}: not this run's snapshot; moved aside to "
+                                 f"{os.path.basename(moved)}\n")
             elif later > step:
                 os.remove(path)
         kept = [path for _, path in list_snapshots(self.directory)]
