@@ -337,3 +337,35 @@ def test_a_snapshot_write_that_fails_is_called_a_snapshot_in_the_message(tmp_pat
             writer.submit(8, model.checkpoint_attrs(), model.checkpoint_datasets(), snapshot=True)
         assert "checkpoint of step" not in str(caught.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_discard_newer_moves_the_runs_newer_snapshots_aside_and_a_plain_restart_removes_only_its_own(tmp_path):
+    """--discard-newer keeps the snapshots after its step as .discarded (as it
+    keeps the newer checkpoints), with one line each; a plain continued
+    restart removes only this run's snapshots after its step (that stretch
+    is recomputed) and moves another run's aside."""
+    run = str(tmp_path / "run")
+    snapdir = os.path.join(run, "snapshots")
+    every = ["--set", "output.snapshot_every=2", "--set", "output.checkpoint_every=4", "--set", "output.keep=0"]
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=8", *every, "--output", run]))
+    old = {s: open(os.path.join(snapdir, snapshot_name(s)), "rb").read() for s in (6, 8)}
+    r = _ok(run_solver(["run", "--restart", os.path.join(run, "checkpoints", "step_000000004.h5"),
+                        "--discard-newer", "--set", "time.steps=7", "--set", "output.checkpoint_every=0"]))
+    for s in (6, 8):
+        aside = os.path.join(snapdir, snapshot_name(s) + ".discarded")
+        assert open(aside, "rb").read() == old[s], s
+        assert [line for line in r.stderr.splitlines() if snapshot_name(s) in line and "moved aside" in line]
+    assert _steps(run) == [0, 2, 4, 6]
+    # a plain continued restart: a snapshot of this run after the checkpoint (a killed
+    # run's) is removed; a file of another run there is moved aside, never deleted
+    run_id = read_snapshot(snapshot_paths(run)[0])["attrs"]["run_id"]
+    for s, owner in ((9, run_id), (10, "another run")):
+        _fake_snapshot(os.path.join(snapdir, snapshot_name(s)), s)
+        with h5py.File(os.path.join(snapdir, snapshot_name(s)), "a") as f:
+            f.attrs["run_id"] = owner
+    _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=8"]))
+    assert _steps(run) == [0, 2, 4, 6, 8]
+    assert not os.path.exists(os.path.join(snapdir, snapshot_name(9) + ".abandoned"))
+    assert read_snapshot(os.path.join(snapdir, snapshot_name(10) + ".abandoned"))["attrs"]["run_id"] == "another run"
+    assert sorted(os.listdir(snapdir)) == sorted([snapshot_name(s) for s in (0, 2, 4, 6, 8)] + [
+        snapshot_name(6) + ".discarded", snapshot_name(8) + ".discarded", snapshot_name(10) + ".abandoned"])

@@ -146,7 +146,7 @@ class SnapshotSeries:
         """Make the snapshot directory and keep in it only this run's history
         up to ``step``: this run's snapshots after ``step`` are removed (a
         continued run recomputes that stretch, as it cuts diagnostics.csv
-        back), any other run's (one that died before its first checkpoint in
+        back; ``--discard-newer`` has moved them aside already), any other run's (one that died before its first checkpoint in
         this directory) is moved aside as ``.abandoned``, never deleted.  Then
         read the snapshots kept into the run's XDMF, and say whether a
         snapshot of the start is due: step 0, a branch's first step, or a step
