@@ -344,14 +344,16 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         if helper is not None:
             helper.checkpoint_written(path)
 
-    snaps = None                                # the snapshot series (output.snapshot_every / snapshot_dt)
-    if settings.output.snapshots_on:
-        from .io.snapshots import SnapshotSeries
-        from .io.xdmf import SnapshotCollection
-        snaps = SnapshotSeries(settings.output, output_dir, get(model.kind).SNAPSHOT_FIELDS, lineage,
-                               SnapshotCollection(output_dir, xdmf_grid))
-        if helper is not None:
-            helper.grid = None                  # run.xdmf lists the snapshots, not the checkpoints
+    # the snapshot series (output.snapshot_every / snapshot_dt); a run that has
+    # snapshots of its own keeps them in run.xdmf even when this part writes none
+    from .io.snapshots import SnapshotSeries
+    from .io.xdmf import SnapshotCollection
+    series = SnapshotSeries(settings.output, output_dir, get(model.kind).SNAPSHOT_FIELDS, lineage,
+                            SnapshotCollection(output_dir, xdmf_grid))
+    start_due = series.begin(comm, start, model.time, bool(lineage and lineage.get("parent")))
+    snaps = series if series.writing else None
+    if (snaps is not None or series.listed) and helper is not None:
+        helper.grid = None                      # run.xdmf lists the snapshots, not the checkpoints
     writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
                               background=settings.output.background, on_complete=after_write,
                               snapshots=(snaps.directory, snaps.written) if snaps else None)
@@ -407,7 +409,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
 
     snap_next = sys.maxsize
     if snaps is not None:
-        if snaps.begin(comm, start, model.time, bool(lineage and lineage.get("parent"))):
+        if start_due:
             snapshot()
         snap_next = snaps.next_step(start, model.time, model.dt)
     diag = diagnose()

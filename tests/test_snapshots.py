@@ -369,3 +369,28 @@ def test_discard_newer_moves_the_runs_newer_snapshots_aside_and_a_plain_restart_
     assert read_snapshot(os.path.join(snapdir, snapshot_name(10) + ".abandoned"))["attrs"]["run_id"] == "another run"
     assert sorted(os.listdir(snapdir)) == sorted([snapshot_name(s) for s in (0, 2, 4, 6, 8)] + [
         snapshot_name(6) + ".discarded", snapshot_name(8) + ".discarded", snapshot_name(10) + ".abandoned"])
+
+
+def test_a_restart_that_turns_snapshots_off_keeps_the_runs_series_in_run_xdmf(tmp_path):
+    """run.xdmf is one collection over the run's snapshots across restarts,
+    up to the restart step, even when a restart writes no more of them; a
+    run that never had snapshots lists its checkpoints."""
+    import re
+
+    def listed(run):
+        return re.findall(r"(snapshots/snap_\d+|checkpoints/step_\d+)\.h5", open(os.path.join(run, "run.xdmf")).read())
+    run = str(tmp_path / "run")
+    every = ["--set", "output.snapshot_every=2", "--set", "output.checkpoint_every=4", "--set", "output.keep=0"]
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=8", *every, "--output", run]))
+    off = ["--set", "output.snapshot_every=0", "--set", "output.checkpoint_every=2"]
+    _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=12", *off]))
+    assert _checkpoints(run) == [4, 8, 10, 12]
+    assert listed(run) == [f"snapshots/snap_{s:09d}" for s in (0, 2, 4, 6, 8)]
+    _ok(run_solver(["run", "--restart", os.path.join(run, "checkpoints", "step_000000004.h5"), "--discard-newer",
+                    "--set", "time.steps=6", *off]))
+    assert listed(run) == [f"snapshots/snap_{s:09d}" for s in (0, 2, 4)]
+    other = str(tmp_path / "other")
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=4", *off, "--output", other]))
+    _ok(run_solver(["run", "--restart", "latest", "--output", other, "--set", "time.steps=6"]))
+    assert listed(other) == [f"checkpoints/step_{s:09d}" for s in (2, 4, 6)]
+    assert not os.path.exists(os.path.join(other, "snapshots"))

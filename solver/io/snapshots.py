@@ -119,6 +119,8 @@ class SnapshotSeries:
         self.lineage = dict(lineage or {})
         self.collection = collection
         self.overflow = None         # (dataset, |value|) that the chosen precision cannot hold, on this rank
+        self.writing = output.snapshots_on       # False: only the run's earlier series is kept in run.xdmf
+        self.listed = False          # rank 0, after begin(): whether run.xdmf lists snapshots
 
     # --- cadence ------------------------------------------------------------------
     def due(self, step, time) -> bool:
@@ -150,7 +152,9 @@ class SnapshotSeries:
         this directory) is moved aside as ``.abandoned``, never deleted.  Then
         read the snapshots kept into the run's XDMF, and say whether a
         snapshot of the start is due: step 0, a branch's first step, or a step
-        on the cadence whose snapshot is missing (collective)."""
+        on the cadence whose snapshot is missing (collective).  A run that
+        writes none keeps its earlier series up to ``step`` in run.xdmf
+        (``listed``, on rank 0) and never makes the directory."""
         from ..parallel.mpi import root_decides
         return root_decides(comm, self._begin_on_root, step, time, branch)
 
@@ -165,6 +169,8 @@ class SnapshotSeries:
     def _begin(self, step, time, branch):
         from ..parallel.mpi import emit
         from .rotation import run_id_of, set_aside
+        if not self.writing and not os.path.isdir(self.directory):
+            return False
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
         for later, path in _named(self.directory):
@@ -176,7 +182,8 @@ class SnapshotSeries:
                 os.remove(path)
         kept = [path for _, path in list_snapshots(self.directory)]
         self.collection.begin(kept)
-        if os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
+        self.listed = bool(kept)
+        if not self.writing or os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
             return False
         # a branch's first step starts its series; its later runs (run() again) keep to the cadence
         return step == 0 or (bool(branch) and not kept) or self.due(step, time)
