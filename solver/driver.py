@@ -307,6 +307,16 @@ def _next_multiple(step, every):
     return (step // every + 1) * every if every else sys.maxsize
 
 
+def _wait_for(writer):
+    """Join this rank's write in flight; an exception meanwhile (a second
+    Ctrl-C) ends the wait and is dropped, so that the one being raised is
+    the one the caller sees."""
+    try:
+        writer.join()
+    except BaseException:        # noqa: BLE001
+        pass
+
+
 def _earlier_timings(model) -> dict:
     """Seconds per phase spent before the restart checkpoint (the run so far)."""
     import json
@@ -408,14 +418,14 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                              "eta_seconds": eta if math.isfinite(eta) else None}
 
     snap_next = sys.maxsize
-    if snaps is not None:
-        if start_due:
-            snapshot()
-        snap_next = snaps.next_step(start, model.time, model.dt)
-    diag = diagnose()
-    stop_reason = None
-    t0 = _time.perf_counter()
     try:
+        if snaps is not None:
+            if start_due:
+                snapshot()
+            snap_next = snaps.next_step(start, model.time, model.dt)
+        diag = diagnose()
+        stop_reason = None
+        t0 = _time.perf_counter()
         while model.step_count < end:
             step = model.step_count
             # up to the next step at which something happens (a model may take several at once)
@@ -450,15 +460,21 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         checkpoint()
         with timers("output"):
             writer.close()
-    except (FloatingPointError, ConfigError) as exc:
-        # raised on every rank at the same step: let a write in flight (an
-        # earlier, good state) finish before MPI shuts down; a model whose
-        # state is still the last good one (a linear solve that failed) has it written
-        if getattr(exc, "checkpoint_state", False) and written_at[0] != model.step_count:
-            checkpoint()
-            with timers("output"):
-                writer.close()
-        writer.join()
+    except BaseException as exc:
+        # let a write in flight (an earlier, good state) finish before the
+        # exception leaves: before MPI shuts down, and before a restart in
+        # this directory (a KeyboardInterrupt in a notebook) can race with it.
+        # FloatingPointError and ConfigError are raised on every rank at the
+        # same step: a model whose state is still the last good one (a linear
+        # solve that failed) has it written
+        try:
+            if (isinstance(exc, (FloatingPointError, ConfigError)) and getattr(exc, "checkpoint_state", False)
+                    and written_at[0] != model.step_count):
+                checkpoint()
+                with timers("output"):
+                    writer.close()
+        finally:
+            _wait_for(writer)
         raise
     finally:
         triggers.finish()                       # a late signal must not change the exit status
