@@ -2,13 +2,12 @@
 import os
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, clean_env, run_solver, solver_cmd
+from conftest import REPO, clean_env, kill_when, run_solver, solver_cmd
 from solver.io.snapshots import FORMAT, read_snapshot, snapshot_name, snapshot_paths
 
 pytestmark = pytest.mark.timeout(300)
@@ -210,16 +209,8 @@ def test_a_run_killed_while_writing_a_snapshot_leaves_every_earlier_one_readable
     # each write waits before its rename: the kill falls while a temporary file is there
     proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_SNAPSHOT": "0.5"}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (len(snapshot_paths(run)) >= 3 and any(n.endswith(".part") for n in os.listdir(snapdir))):
-            assert time.monotonic() < deadline and proc.poll() is None, "no snapshot was being written"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    kill_when(proc, lambda: len(snapshot_paths(run)) >= 3 and any(n.endswith(".part") for n in os.listdir(snapdir)),
+              "no snapshot was being written")
     assert proc.returncode == -signal.SIGKILL
     names = os.listdir(snapdir)
     assert any(n.startswith(".snap_") and n.endswith(".part") for n in names)     # the write cut short

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_solver
+from conftest import run_solver, small_tmpfs
 from solver.io.snapshots import read_snapshot, snapshot_paths
 
 pytestmark = pytest.mark.timeout(300)
@@ -150,28 +150,18 @@ def test_killed_mid_snapshot_then_restarted_on_other_rank_counts_with_other_sett
     snapshots up to the checkpoint are untouched; the recomputed stretch holds
     the same field; the killed write's temporary file is left alone."""
     import shutil
-    import signal
     import subprocess
-    import time
 
-    from conftest import REPO, clean_env, solver_cmd
+    from conftest import REPO, clean_env, kill_when, solver_cmd
     run = str(tmp_path / "run")
     snapdir = os.path.join(run, "snapshots")
     args = ["run", *HEAT, "--set", "time.steps=40", "--set", "output.snapshot_every=3",
             "--set", "output.checkpoint_every=5", "--output", run]
     proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_SNAPSHOT": "0.3"}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (os.path.exists(os.path.join(run, "checkpoints", "step_000000010.h5"))
-                   and any(n.endswith(".part") for n in os.listdir(snapdir))):
-            assert time.monotonic() < deadline and proc.poll() is None, "no snapshot was being written"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    kill_when(proc, lambda: (os.path.exists(os.path.join(run, "checkpoints", "step_000000010.h5"))
+                             and any(n.endswith(".part") for n in os.listdir(snapdir))),
+              "no snapshot was being written")
     parts = sorted(n for n in os.listdir(snapdir) if n.endswith(".part"))
     newest = max(int(n[5:-3]) for n in os.listdir(os.path.join(run, "checkpoints")) if n.endswith(".h5"))
     before = {read_snapshot(p)["step"]: p for p in snapshot_paths(run)}
@@ -200,16 +190,8 @@ def test_killed_mid_snapshot_then_restarted_on_other_rank_counts_with_other_sett
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs (where this process may mount one)."""
-    import subprocess
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs(tmp_path, "1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_a_disk_that_fills_during_a_snapshot_ends_the_run_with_one_line_and_every_earlier_snapshot_whole(small_disk):
