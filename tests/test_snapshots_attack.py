@@ -93,7 +93,7 @@ def test_a_run_xdmf_already_in_a_fresh_runs_directory_is_moved_aside_not_replace
     r = _ok(run_solver(["run", *HEAT, "--set", "time.steps=4", "--set", "output.snapshot_every=2",
                         "--output", str(run)]))
     assert (run / "run.xdmf.abandoned").read_text() == "mine\n"
-    assert "run.xdmf" in r.stderr
+    assert _warned_moved(r, str(run / "run.xdmf"), "run.xdmf.abandoned"), r.stderr
     assert "snap_000000004.h5" in (run / "run.xdmf").read_text()
 
 
