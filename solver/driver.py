@@ -332,7 +332,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     checkpoints on the way; returns a summary.  Collective.  ``lineage``
     (run_id, parent) goes into every checkpoint's attributes."""
     from .io.checkpoint import timings_json
-    from .io.writer import CheckpointWriter
+    from .io.writer import CheckpointWriter, WriterError
     from .io.xdmf import write_sidecar
     from .models import get
 
@@ -463,10 +463,11 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     except BaseException as exc:
         # let a write in flight (an earlier, good state) finish before the
         # exception leaves: before MPI shuts down, and before a restart in
-        # this directory (a KeyboardInterrupt in a notebook) can race with it.
-        # FloatingPointError and ConfigError are raised on every rank at the
-        # same step: a model whose state is still the last good one (a linear
-        # solve that failed) has it written
+        # this directory (a KeyboardInterrupt in a notebook) can race with it;
+        # not after a failed write (its threads may be stuck in a collective)
+        # nor on a second Ctrl-C (stop at once).  FloatingPointError and
+        # ConfigError are raised on every rank at the same step: a model whose
+        # state is still the last good one (a linear solve that failed) has it written
         try:
             if (isinstance(exc, (FloatingPointError, ConfigError)) and getattr(exc, "checkpoint_state", False)
                     and written_at[0] != model.step_count):
@@ -474,7 +475,8 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                 with timers("output"):
                     writer.close()
         finally:
-            _wait_for(writer)
+            if not (isinstance(exc, WriterError) or triggers.interrupted_again):
+                _wait_for(writer)
         raise
     finally:
         triggers.finish()                       # a late signal must not change the exit status
