@@ -307,6 +307,16 @@ def _next_multiple(step, every):
     return (step // every + 1) * every if every else sys.maxsize
 
 
+def _wait_for(writer):
+    """Join this rank's write in flight; an exception meanwhile (a second
+    Ctrl-C) ends the wait and is dropped, so that the one being raised is
+    the one the caller sees."""
+    try:
+        writer.join()
+    except BaseException:        # noqa: BLE001
+        pass
+
+
 def _earlier_timings(model) -> dict:
     """Seconds per phase spent before the restart checkpoint (the run so far)."""
     import json
@@ -322,7 +332,7 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
     checkpoints on the way; returns a summary.  Collective.  ``lineage``
     (run_id, parent) goes into every checkpoint's attributes."""
     from .io.checkpoint import timings_json
-    from .io.writer import CheckpointWriter
+    from .io.writer import CheckpointWriter, WriterError
     from .io.xdmf import write_sidecar
     from .models import get
 
@@ -344,14 +354,16 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         if helper is not None:
             helper.checkpoint_written(path)
 
-    snaps = None                                # the snapshot series (output.snapshot_every / snapshot_dt)
-    if settings.output.snapshots_on:
-        from .io.snapshots import SnapshotSeries
-        from .io.xdmf import SnapshotCollection
-        snaps = SnapshotSeries(settings.output, output_dir, get(model.kind).SNAPSHOT_FIELDS, lineage,
-                               SnapshotCollection(output_dir, xdmf_grid))
-        if helper is not None:
-            helper.grid = None                  # run.xdmf lists the snapshots, not the checkpoints
+    # the snapshot series (output.snapshot_every / snapshot_dt); a run that has
+    # snapshots of its own keeps them in run.xdmf even when this part writes none
+    from .io.snapshots import SnapshotSeries
+    from .io.xdmf import SnapshotCollection
+    series = SnapshotSeries(settings.output, output_dir, get(model.kind).SNAPSHOT_FIELDS, lineage,
+                            SnapshotCollection(output_dir, xdmf_grid))
+    start_due = series.begin(comm, start, model.time, bool(lineage and lineage.get("parent")))
+    snaps = series if series.writing else None
+    if (snaps is not None or series.listed) and helper is not None:
+        helper.grid = None                      # run.xdmf lists the snapshots, not the checkpoints
     writer = CheckpointWriter(comm, os.path.join(output_dir, "checkpoints"), keep=settings.output.keep,
                               background=settings.output.background, on_complete=after_write,
                               snapshots=(snaps.directory, snaps.written) if snaps else None)
@@ -406,14 +418,14 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
                              "eta_seconds": eta if math.isfinite(eta) else None}
 
     snap_next = sys.maxsize
-    if snaps is not None:
-        if snaps.begin(comm, start, model.time, bool(lineage and lineage.get("parent"))):
-            snapshot()
-        snap_next = snaps.next_step(start, model.time, model.dt)
-    diag = diagnose()
-    stop_reason = None
-    t0 = _time.perf_counter()
     try:
+        if snaps is not None:
+            if start_due:
+                snapshot()
+            snap_next = snaps.next_step(start, model.time, model.dt)
+        diag = diagnose()
+        stop_reason = None
+        t0 = _time.perf_counter()
         while model.step_count < end:
             step = model.step_count
             # up to the next step at which something happens (a model may take several at once)
@@ -448,15 +460,23 @@ def run(model, settings, output_dir, comm, triggers, helper=None, quiet=False, l
         checkpoint()
         with timers("output"):
             writer.close()
-    except (FloatingPointError, ConfigError) as exc:
-        # raised on every rank at the same step: let a write in flight (an
-        # earlier, good state) finish before MPI shuts down; a model whose
+    except BaseException as exc:
+        # let a write in flight (an earlier, good state) finish before the
+        # exception leaves: before MPI shuts down, and before a restart in
+        # this directory (a KeyboardInterrupt in a notebook) can race with it;
+        # not after a failed write (its threads may be stuck in a collective)
+        # nor on a second Ctrl-C (stop at once).  FloatingPointError and
+        # ConfigError are raised on every rank at the same step: a model whose
         # state is still the last good one (a linear solve that failed) has it written
-        if getattr(exc, "checkpoint_state", False) and written_at[0] != model.step_count:
-            checkpoint()
-            with timers("output"):
-                writer.close()
-        writer.join()
+        try:
+            if (isinstance(exc, (FloatingPointError, ConfigError)) and getattr(exc, "checkpoint_state", False)
+                    and written_at[0] != model.step_count):
+                checkpoint()
+                with timers("output"):
+                    writer.close()
+        finally:
+            if not (isinstance(exc, WriterError) or triggers.interrupted_again):
+                _wait_for(writer)
         raise
     finally:
         triggers.finish()                       # a late signal must not change the exit status

@@ -11,7 +11,7 @@ checkpoint of the output directory; ``--restart PATH`` a checkpoint file or a
 run directory.  A checkpoint whose data do not match their checksums counts
 as damaged: ``latest`` passes over it (moved aside once the run starts), a
 named one is an error.  ``--discard-newer`` continues the run from an older
-checkpoint, moving the newer ones aside.  The checkpoint must describe the
+checkpoint, moving the newer ones (and the run's newer snapshots) aside.  The checkpoint must describe the
 same problem as the config (shape, physics and start); anything else is one
 clear error before anything is allocated or written, and files are moved
 aside only once the run is sure to start (``OutputDir.commit``).
@@ -332,7 +332,19 @@ def _claim_continued(directory, info, damaged=(), discard_newer=False) -> Output
             out.set_aside_later(path, "discarded", f"newer than step {step} (--discard-newer)")
         else:
             out.set_aside_later(path, "damaged", f"{why[path]} (damaged); continuing from step {step}")
+    if discard_newer:
+        for path in _own_snapshots_after(directory, step, run_id):
+            out.set_aside_later(path, "discarded", f"a snapshot newer than step {step} (--discard-newer)")
     return out
+
+
+def _own_snapshots_after(directory, step, run_id) -> list[str]:
+    """The run's own snapshot files after ``step`` (regular files whose
+    run_id is the run's; any other is moved aside when the run starts)."""
+    from .io.rotation import run_id_of
+    from .io.snapshots import DIRECTORY, list_snapshots
+    return [path for s, path in list_snapshots(os.path.join(directory, DIRECTORY))
+            if s > step and run_id_of(path) == run_id]
 
 
 def _readable(path) -> bool:

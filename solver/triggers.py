@@ -72,6 +72,11 @@ class Triggers:
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGINT, _interrupted_after_the_run)
 
+    @property
+    def interrupted_again(self) -> bool:
+        """Whether a second Ctrl-C has asked to stop at once (nothing waited for)."""
+        return self._interrupts > 1
+
     def _on_usr1(self, signum, frame):
         self.request_checkpoint("SIGUSR1")
 

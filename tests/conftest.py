@@ -2,11 +2,14 @@
 under mpiexec), with an environment cleaned of the parent's MPI state."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -88,3 +91,34 @@ def shared_tmp(tmp_path):
 @pytest.fixture
 def solver():
     return run_solver
+
+
+@contextlib.contextmanager
+def small_tmpfs(tmp_path, size):
+    """A tmpfs of ``size`` ("1m", "5m") at tmp_path/disk, where this process
+    may mount one (the test is skipped otherwise); unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def kill_when(proc, ready, what, timeout=120):
+    """SIGKILL the process group of ``proc`` (started with
+    start_new_session) once ``ready()`` holds; fails naming ``what`` if
+    the process ends or ``timeout`` seconds pass first.  Always reaped."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert time.monotonic() < deadline and proc.poll() is None, what
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

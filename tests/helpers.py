@@ -36,6 +36,23 @@ def gather_field(model, root=0):
     return field
 
 
+def on_each_rank_count(world, solve):
+    """{k: solve(sub)} on rank 0 of ``world``, for sub-communicators ``sub``
+    of its first k = 1..world.size ranks (``solve`` is collective over
+    ``sub``; what it returns on sub's rank 0 is kept)."""
+    from mpi4py import MPI
+    results = {}
+    for k in range(1, world.size + 1):
+        sub = world.Split(0 if world.rank < k else MPI.UNDEFINED, world.rank)
+        if sub != MPI.COMM_NULL:
+            value = solve(sub)
+            if sub.rank == 0:
+                results[k] = value
+            sub.Free()
+        world.Barrier()
+    return results
+
+
 def make_nbody(comm, *overrides, backend="numpy"):
     from solver.models.nbody import resolve_settings
     from solver.models.nbody.model import NBodyModel

@@ -178,3 +178,35 @@ def test_public_names():
     assert {"Simulation", "ConfigError", "WriterError"} <= set(dir(solver)) and solver.__version__
     with pytest.raises(AttributeError):
         solver.no_such_name
+
+
+@pytest.mark.parametrize("raised, join_fails", [(KeyboardInterrupt, False), (KeyboardInterrupt, True),
+                                                (FloatingPointError, True)])
+def test_an_exception_in_run_waits_for_the_write_in_flight_and_is_the_one_raised(tmp_path, monkeypatch,
+                                                                               raised, join_fails):
+    """run() does not return (or raise) while the background writer still
+    writes: a restart made at once in the same directory cannot race with
+    it; an exception while waiting does not replace the one raised."""
+    import threading
+
+    from solver.io import writer
+    if not writer.threads_allowed():
+        pytest.skip("no MPI_THREAD_MULTIPLE here: writes are not in the background")
+    monkeypatch.setenv("SOLVER_TEST_SLOW_SNAPSHOT", "2")         # the step-0 snapshot is in flight a while
+    if join_fails:
+        real = writer.CheckpointWriter.join
+
+        def join(self):
+            real(self)
+            raise RuntimeError("the wait itself failed")
+        monkeypatch.setattr(writer.CheckpointWriter, "join", join)
+    sim = heat(tmp_path, **{"output.snapshot_every": 1})
+
+    def advance(*args):
+        raise raised("injected into the step loop")
+    sim.model.advance = advance
+    with pytest.raises(raised, match="injected"):
+        sim.run()
+    assert not [t for t in threading.enumerate() if t.name == "checkpoint-writer" and t.is_alive()]
+    assert os.listdir(tmp_path / "run" / "snapshots") == ["snap_000000000.h5"]
+    sim.close(free=False)

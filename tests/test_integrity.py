@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, clean_env, run_solver, solver_cmd, without_launcher_report
+from conftest import REPO, clean_env, run_solver, small_tmpfs, solver_cmd, without_launcher_report
 from helpers import disk_filling_write, make_heat
 from solver.io.rotation import checkpoint_name, list_checkpoints, prune
 
@@ -144,15 +144,8 @@ def test_a_short_write_is_found_and_the_checkpoint_abandoned(tmp_path, monkeypat
 @pytest.fixture
 def small_disk(tmp_path):
     """A 5 MiB tmpfs (where this process may mount one)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs(tmp_path, "5m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 @pytest.mark.parametrize("np_", [1, 2, 4])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from helpers import gather_field, make_heat, run_to_end
+from helpers import gather_field, make_heat, on_each_rank_count, run_to_end
 from solver.backends import status
 
 pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.timeout(240)]
@@ -16,18 +16,12 @@ world = MPI.COMM_WORLD
 
 def _solve_on_each_rank_count(*overrides, backend="numpy"):
     """{k: global field} on world rank 0 for k = 1..world.size ranks."""
-    results = {}
-    for k in range(1, world.size + 1):
-        sub = world.Split(0 if world.rank < k else MPI.UNDEFINED, world.rank)
-        if sub != MPI.COMM_NULL:
-            model = run_to_end(make_heat(sub, *overrides, backend=backend))
-            field = gather_field(model)
-            if sub.rank == 0:
-                results[k] = field
-            model.close()
-            sub.Free()
-        world.Barrier()
-    return results
+    def solve(sub):
+        model = run_to_end(make_heat(sub, *overrides, backend=backend))
+        field = gather_field(model)
+        model.close()
+        return field
+    return on_each_rank_count(world, solve)
 
 
 def _agree(ok_on_root, message=""):

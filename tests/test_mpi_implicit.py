@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from helpers import gather_field, make_heat, run_to_end
+from helpers import gather_field, make_heat, on_each_rank_count, run_to_end
 
 pytest.importorskip("petsc4py")
 
@@ -44,22 +44,16 @@ def _faces(ndim):
 def _on_each_rank_count(*overrides):
     """{k: global field} on world rank 0 for k = 1..world.size ranks; each
     run also checks that its PETSc vector is its block."""
-    results = {}
-    for k in range(1, world.size + 1):
-        sub = world.Split(0 if world.rank < k else MPI.UNDEFINED, world.rank)
-        if sub != MPI.COMM_NULL:
-            model = make_heat(sub, *overrides)
-            ranges = model.implicit.da.getRanges()
-            assert tuple(tuple(r) for r in ranges) == tuple((s.start, s.stop)
-                                                            for s in reversed(model.decomp.global_slices))
-            assert np.array_equal(model.implicit.state(), model.local_field())
-            field = gather_field(run_to_end(model))
-            if sub.rank == 0:
-                results[k] = field
-            model.close()
-            sub.Free()
-        world.Barrier()
-    return results
+    def solve(sub):
+        model = make_heat(sub, *overrides)
+        ranges = model.implicit.da.getRanges()
+        assert tuple(tuple(r) for r in ranges) == tuple((s.start, s.stop)
+                                                        for s in reversed(model.decomp.global_slices))
+        assert np.array_equal(model.implicit.state(), model.local_field())
+        field = gather_field(run_to_end(model))
+        model.close()
+        return field
+    return on_each_rank_count(world, solve)
 
 
 @pytest.mark.parametrize("scheme", ["backward_euler", "crank_nicolson", "bdf2"])

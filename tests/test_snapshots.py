@@ -2,13 +2,12 @@
 import os
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, clean_env, run_solver, solver_cmd
+from conftest import REPO, clean_env, kill_when, run_solver, solver_cmd
 from solver.io.snapshots import FORMAT, read_snapshot, snapshot_name, snapshot_paths
 
 pytestmark = pytest.mark.timeout(300)
@@ -210,16 +209,8 @@ def test_a_run_killed_while_writing_a_snapshot_leaves_every_earlier_one_readable
     # each write waits before its rename: the kill falls while a temporary file is there
     proc = subprocess.Popen(solver_cmd(args), cwd=REPO, env=clean_env({"SOLVER_TEST_SLOW_SNAPSHOT": "0.5"}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (len(snapshot_paths(run)) >= 3 and any(n.endswith(".part") for n in os.listdir(snapdir))):
-            assert time.monotonic() < deadline and proc.poll() is None, "no snapshot was being written"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    kill_when(proc, lambda: len(snapshot_paths(run)) >= 3 and any(n.endswith(".part") for n in os.listdir(snapdir)),
+              "no snapshot was being written")
     assert proc.returncode == -signal.SIGKILL
     names = os.listdir(snapdir)
     assert any(n.startswith(".snap_") and n.endswith(".part") for n in names)     # the write cut short
@@ -307,3 +298,90 @@ def test_a_failed_snapshot_write_ends_the_run_on_every_rank_and_leaves_no_file(t
     assert r.returncode == 1 and "snapshot of step 6" in r.stderr and "injected failure" in r.stderr, r.stderr
     assert _steps(run) == [0, 3]
     assert not [n for n in os.listdir(os.path.join(run, "snapshots")) if n.endswith(".part")]
+
+
+def test_a_snapshot_write_that_fails_is_called_a_snapshot_in_the_message(tmp_path, monkeypatch):
+    """The writer's messages name the kind of file that failed: not "the checkpoint of step N"."""
+    from mpi4py import MPI
+
+    from helpers import disk_filling_write, make_heat
+    from solver.io import blocks, checkpoint
+    from solver.io.writer import CheckpointWriter, WriterError
+    model = make_heat(MPI.COMM_SELF, "heat.shape=[64,64]", "heat.initial=random")
+    writer = CheckpointWriter(MPI.COMM_SELF, str(tmp_path), background=False,
+                              snapshots=(str(tmp_path), lambda path: None))
+
+    def no_room(*args):
+        raise OSError("no room for the layout")
+    monkeypatch.setattr(checkpoint, "layout", no_room)
+    monkeypatch.setattr(checkpoint, "write_gathered", lambda *args: no_room())
+    with pytest.raises(WriterError) as caught:
+        writer.submit(7, model.checkpoint_attrs(), model.checkpoint_datasets(), snapshot=True)
+    message = str(caught.value)
+    assert "snapshot of step 7" in message and "no room for the layout" in message, message
+    assert "checkpoint of step" not in message, message
+    if blocks.parallel_io(MPI.COMM_SELF):
+        monkeypatch.undo()
+        monkeypatch.setattr(checkpoint, "write_raw", disk_filling_write(checkpoint.write_raw))
+        writer._error = None
+        with pytest.raises(WriterError, match="the snapshot of step 8 was not stored whole") as caught:
+            writer.submit(8, model.checkpoint_attrs(), model.checkpoint_datasets(), snapshot=True)
+        assert "checkpoint of step" not in str(caught.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_discard_newer_moves_the_runs_newer_snapshots_aside_and_a_plain_restart_removes_only_its_own(tmp_path):
+    """--discard-newer keeps the snapshots after its step as .discarded (as it
+    keeps the newer checkpoints), with one line each; a plain continued
+    restart removes only this run's snapshots after its step (that stretch
+    is recomputed) and moves another run's aside."""
+    run = str(tmp_path / "run")
+    snapdir = os.path.join(run, "snapshots")
+    every = ["--set", "output.snapshot_every=2", "--set", "output.checkpoint_every=4", "--set", "output.keep=0"]
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=8", *every, "--output", run]))
+    old = {s: open(os.path.join(snapdir, snapshot_name(s)), "rb").read() for s in (6, 8)}
+    r = _ok(run_solver(["run", "--restart", os.path.join(run, "checkpoints", "step_000000004.h5"),
+                        "--discard-newer", "--set", "time.steps=7", "--set", "output.checkpoint_every=0"]))
+    for s in (6, 8):
+        aside = os.path.join(snapdir, snapshot_name(s) + ".discarded")
+        assert open(aside, "rb").read() == old[s], s
+        assert [line for line in r.stderr.splitlines() if snapshot_name(s) in line and "moved aside" in line]
+    assert _steps(run) == [0, 2, 4, 6]
+    # a plain continued restart: a snapshot of this run after the checkpoint (a killed
+    # run's) is removed; a file of another run there is moved aside, never deleted
+    run_id = read_snapshot(snapshot_paths(run)[0])["attrs"]["run_id"]
+    for s, owner in ((9, run_id), (10, "another run")):
+        _fake_snapshot(os.path.join(snapdir, snapshot_name(s)), s)
+        with h5py.File(os.path.join(snapdir, snapshot_name(s)), "a") as f:
+            f.attrs["run_id"] = owner
+    _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=8"]))
+    assert _steps(run) == [0, 2, 4, 6, 8]
+    assert not os.path.exists(os.path.join(snapdir, snapshot_name(9) + ".abandoned"))
+    assert read_snapshot(os.path.join(snapdir, snapshot_name(10) + ".abandoned"))["attrs"]["run_id"] == "another run"
+    assert sorted(os.listdir(snapdir)) == sorted([snapshot_name(s) for s in (0, 2, 4, 6, 8)] + [
+        snapshot_name(6) + ".discarded", snapshot_name(8) + ".discarded", snapshot_name(10) + ".abandoned"])
+
+
+def test_a_restart_that_turns_snapshots_off_keeps_the_runs_series_in_run_xdmf(tmp_path):
+    """run.xdmf is one collection over the run's snapshots across restarts,
+    up to the restart step, even when a restart writes no more of them; a
+    run that never had snapshots lists its checkpoints."""
+    import re
+
+    def listed(run):
+        return re.findall(r"(snapshots/snap_\d+|checkpoints/step_\d+)\.h5", open(os.path.join(run, "run.xdmf")).read())
+    run = str(tmp_path / "run")
+    every = ["--set", "output.snapshot_every=2", "--set", "output.checkpoint_every=4", "--set", "output.keep=0"]
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=8", *every, "--output", run]))
+    off = ["--set", "output.snapshot_every=0", "--set", "output.checkpoint_every=2"]
+    _ok(run_solver(["run", "--restart", "latest", "--output", run, "--set", "time.steps=12", *off]))
+    assert _checkpoints(run) == [4, 8, 10, 12]
+    assert listed(run) == [f"snapshots/snap_{s:09d}" for s in (0, 2, 4, 6, 8)]
+    _ok(run_solver(["run", "--restart", os.path.join(run, "checkpoints", "step_000000004.h5"), "--discard-newer",
+                    "--set", "time.steps=6", *off]))
+    assert listed(run) == [f"snapshots/snap_{s:09d}" for s in (0, 2, 4)]
+    other = str(tmp_path / "other")
+    _ok(run_solver(["run", *HEAT, "--set", "time.steps=4", *off, "--output", other]))
+    _ok(run_solver(["run", "--restart", "latest", "--output", other, "--set", "time.steps=6"]))
+    assert listed(other) == [f"checkpoints/step_{s:09d}" for s in (2, 4, 6)]
+    assert not os.path.exists(os.path.join(other, "snapshots"))

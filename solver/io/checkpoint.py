@@ -71,20 +71,20 @@ def _raise_on_every_rank(comm, problem, elsewhere):
         raise CheckpointAbandoned(elsewhere)
 
 
-def _fatal_mid_write(comm, step, exc, partial):
+def _fatal_mid_write(comm, step, exc, partial, kind="checkpoint"):
     """A rank that fails inside the collective write cannot tell the others,
     who wait in it for this one: remove the temporary file and end the job,
     naming the rank and the cause."""
     from ..parallel.mpi import abort
     discard(partial)
-    emit(sys.stderr, one_line(f"solver: rank {comm.rank}: error: the checkpoint of step {step} failed while being "
+    emit(sys.stderr, one_line(f"solver: rank {comm.rank}: error: the {kind} of step {step} failed while being "
                               f"written ({type(exc).__name__}: {exc}); the other ranks cannot finish the collective "
-                              f"write, so the job is aborted. Earlier checkpoints are intact: continue with "
+                              f"write, so the job is aborted. Earlier {kind}s are intact: continue with "
                               f"--restart latest") + "\n")
     abort(1)
 
 
-def _injected_failure(step, rank, phase="before"):
+def _injected_failure(step, rank, phase="before", kind="checkpoint"):
     """Tests: SOLVER_TEST_FAIL_WRITE=STEP[:RANK[:PHASE]] makes that checkpoint
     fail (on that rank), before the collective write or ``mid`` it."""
     spec = os.environ.get("SOLVER_TEST_FAIL_WRITE", "")
@@ -92,7 +92,7 @@ def _injected_failure(step, rank, phase="before"):
         return
     at, on_rank, when = (spec.split(":") + ["", ""])[:3]
     if int(at) == step and (not on_rank or int(on_rank) == rank) and (when or "before") == phase:
-        raise OSError(f"injected failure writing the checkpoint of step {step}")
+        raise OSError(f"injected failure writing the {kind} of step {step}")
 
 
 def root_attrs(step, nranks, created, attrs) -> dict:
@@ -106,28 +106,29 @@ def root_attrs(step, nranks, created, attrs) -> dict:
 _slow_write_warned = False
 
 
-def _write_file(partial, comm, step, head, datasets):
-    """The collective write of the whole file (every rank)."""
+def _write_file(partial, comm, step, head, datasets, kind="checkpoint"):
+    """The collective write of the whole file (every rank); ``kind`` names
+    the file in messages ("checkpoint" or "snapshot")."""
     def opened():
-        _injected_failure(step, comm.rank, "mid")
+        _injected_failure(step, comm.rank, "mid", kind)
     if parallel_io(comm):
         problem, offsets = None, np.zeros(len(datasets), dtype=np.int64)
         if comm.rank == 0:
             try:
                 offsets[:] = layout(partial, head, datasets)
             except Exception as exc:     # noqa: BLE001 - no collective yet: every rank can be told
-                problem = OSError(one_line(f"the checkpoint of step {step} could not be created "
+                problem = OSError(one_line(f"the {kind} of step {step} could not be created "
                                            f"({type(exc).__name__}: {exc})"))
-        _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: rank 0 could not create it")
+        _raise_on_every_rank(comm, problem, f"{kind} of step {step} abandoned: rank 0 could not create it")
         quiet_bcast(comm, offsets)
         try:
             lost = write_raw(partial, comm, offsets, datasets, opened)
         except Exception as exc:         # noqa: BLE001 - any failure here strands the other ranks
-            _fatal_mid_write(comm, step, exc, partial)
+            _fatal_mid_write(comm, step, exc, partial, kind)
         # every rank is past the collective write: a loss on any rank is raised on every rank
-        problem = OSError(f"the checkpoint of step {step} was not stored whole (disk full or over quota?): "
+        problem = OSError(f"the {kind} of step {step} was not stored whole (disk full or over quota?): "
                           + "; ".join(lost)) if lost else None
-        _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it was not stored whole on "
+        _raise_on_every_rank(comm, problem, f"{kind} of step {step} abandoned: it was not stored whole on "
                                             f"another rank")
         return
     quiet_barrier(comm)
@@ -139,7 +140,7 @@ def _write_file(partial, comm, step, head, datasets):
             _slow_write_warned = True
         write_gathered(partial, comm, head, datasets, opened)
     except Exception as exc:             # noqa: BLE001
-        _fatal_mid_write(comm, step, exc, partial)
+        _fatal_mid_write(comm, step, exc, partial, kind)
 
 
 def _sum_over_ranks(comm, values) -> list[int]:
@@ -153,14 +154,15 @@ def _sum_over_ranks(comm, values) -> list[int]:
 
 
 def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: int = 0,
-                     on_complete=None, created=None, mine=(), name=None) -> str:
+                     on_complete=None, created=None, mine=(), name=None, kind="checkpoint") -> str:
     """Write one checkpoint collectively and return its final path.
 
     Every rank passes the same dataset names and shapes in the same order.
     ``keep`` > 0 prunes older checkpoints of this run (see ``prune``; ``mine``:
     paths this process wrote).  ``on_complete(path)`` runs on rank 0 after
     the rename (sidecars, indexes).  ``name``: the file's name, when it is
-    not a checkpoint's (snapshots are written the same way)."""
+    not a checkpoint's (snapshots are written the same way), and ``kind``
+    what messages call it ("snapshot")."""
     final = os.path.join(directory, name or checkpoint_name(step))
     if created is None:
         created = comm.bcast(now_utc(), root=0)
@@ -168,7 +170,7 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     # leave the others waiting in it for good.
     problem, partial, sums = None, "", []
     try:
-        _injected_failure(step, comm.rank)
+        _injected_failure(step, comm.rank, kind=kind)
         for ds in datasets:
             expected = tuple(s.stop - s.start for s in ds.where) + tuple(ds.shape[len(ds.where):])
             if tuple(ds.block.shape) != expected:
@@ -179,11 +181,11 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
     except Exception as exc:
         problem = exc
     try:
-        _raise_on_every_rank(comm, problem, f"checkpoint of step {step} abandoned: it failed on another rank")
+        _raise_on_every_rank(comm, problem, f"{kind} of step {step} abandoned: it failed on another rank")
         partial = comm.bcast(partial, root=0)
         datasets = [dataclasses.replace(ds, attrs={**ds.attrs, **checksum.attrs(total)})
                     for ds, total in zip(datasets, _sum_over_ranks(comm, sums))]
-        _write_file(partial, comm, step, root_attrs(step, comm.size, created, attrs), datasets)
+        _write_file(partial, comm, step, root_attrs(step, comm.size, created, attrs), datasets, kind)
         slow = "SOLVER_TEST_SLOW_SNAPSHOT" if name else "SOLVER_TEST_SLOW_WRITE"      # snapshots: their own
         _test_delay = float(os.environ.get(slow, "0") or 0)
         if _test_delay:
@@ -199,7 +201,7 @@ def write_checkpoint(directory, step, comm, attrs: dict, datasets: list, keep: i
             except OSError as exc:
                 problem = exc
         _raise_on_every_rank(comm, problem,
-                             f"checkpoint of step {step} abandoned: it could not be put in place on rank 0")
+                             f"{kind} of step {step} abandoned: it could not be put in place on rank 0")
     except BaseException:
         if partial and comm.rank == 0:
             discard(partial)             # the temporary this write made; never a finished checkpoint

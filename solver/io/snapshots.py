@@ -20,6 +20,7 @@ import math
 import os
 import re
 import stat
+import sys
 
 import numpy as np
 
@@ -118,6 +119,8 @@ class SnapshotSeries:
         self.lineage = dict(lineage or {})
         self.collection = collection
         self.overflow = None         # (dataset, |value|) that the chosen precision cannot hold, on this rank
+        self.writing = output.snapshots_on       # False: only the run's earlier series is kept in run.xdmf
+        self.listed = False          # rank 0, after begin(): whether run.xdmf lists snapshots
 
     # --- cadence ------------------------------------------------------------------
     def due(self, step, time) -> bool:
@@ -145,11 +148,13 @@ class SnapshotSeries:
         """Make the snapshot directory and keep in it only this run's history
         up to ``step``: this run's snapshots after ``step`` are removed (a
         continued run recomputes that stretch, as it cuts diagnostics.csv
-        back), any other run's (one that died before its first checkpoint in
+        back; ``--discard-newer`` has moved them aside already), any other run's (one that died before its first checkpoint in
         this directory) is moved aside as ``.abandoned``, never deleted.  Then
         read the snapshots kept into the run's XDMF, and say whether a
         snapshot of the start is due: step 0, a branch's first step, or a step
-        on the cadence whose snapshot is missing (collective)."""
+        on the cadence whose snapshot is missing (collective).  A run that
+        writes none keeps its earlier series up to ``step`` in run.xdmf
+        (``listed``, on rank 0) and never makes the directory."""
         from ..parallel.mpi import root_decides
         return root_decides(comm, self._begin_on_root, step, time, branch)
 
@@ -162,17 +167,23 @@ class SnapshotSeries:
                               f"{exc.strerror or exc}; check the directory's permissions") from None
 
     def _begin(self, step, time, branch):
+        from ..parallel.mpi import emit
         from .rotation import run_id_of, set_aside
+        if not self.writing and not os.path.isdir(self.directory):
+            return False
         os.makedirs(self.directory, exist_ok=True)
         run_id = self.lineage.get("run_id")
         for later, path in _named(self.directory):
             if not (_regular(path) and _same(run_id_of(path), run_id)):     # never opened unless a plain file
-                set_aside(path, "abandoned")
+                moved = set_aside(path, "abandoned")
+                emit(sys.stderr, f"solver: warning: {path}: not this run's snapshot; moved aside to "
+                                 f"{os.path.basename(moved)}\n")
             elif later > step:
                 os.remove(path)
         kept = [path for _, path in list_snapshots(self.directory)]
         self.collection.begin(kept)
-        if os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
+        self.listed = bool(kept)
+        if not self.writing or os.path.lexists(os.path.join(self.directory, snapshot_name(step))):
             return False
         # a branch's first step starts its series; its later runs (run() again) keep to the cadence
         return step == 0 or (bool(branch) and not kept) or self.due(step, time)

@@ -51,7 +51,7 @@ class CheckpointWriter:
             if snapshot:
                 directory, on_complete = self.snapshots
                 write_checkpoint(directory, step, self.io_comm, attrs, datasets, on_complete=on_complete,
-                                 created=created, name=snapshot_name(step))
+                                 created=created, name=snapshot_name(step), kind="snapshot")
             else:
                 self.last_path = write_checkpoint(self.directory, step, self.io_comm, attrs, datasets,
                                                   keep=self.keep, on_complete=self.on_complete, created=created,

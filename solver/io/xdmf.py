@@ -1,9 +1,9 @@
 """XDMF sidecars, so ParaView and VisIt open checkpoints directly.
 
 Each ``step_N.h5`` gets ``step_N.xdmf`` beside it, and the run directory a
-temporal collection ``run.xdmf``: over the run's snapshots when it writes
-them (``SnapshotCollection``, kept across restarts), else over all
-checkpoints present.  Everything is
+temporal collection ``run.xdmf``: over the run's snapshots when it has any
+(``SnapshotCollection``, kept across restarts, also by a restart that
+writes no more), else over all checkpoints present.  Everything is
 read back from the HDF5 files themselves, so the sidecars can be regenerated
 at any time (``python -m solver plot`` does not need them).  What a grid
 holds is the model's to say: ``grid(f, href, indent)`` returns the XML of
