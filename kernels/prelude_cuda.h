@@ -1,5 +1,7 @@
-/* The kernel dialect, as CUDA.  Kernels are compiled with --fmad=false, so
-   a*b + c rounds like the NumPy reference (no fused multiply-add). */
+/* The kernel dialect, as CUDA.  Heat kernels are compiled with --fmad=false,
+   so a*b + c rounds like the NumPy reference (no fused multiply-add); the
+   n-body kernels, checked to a tolerance rather than bit for bit, with FMA and
+   the hardware reciprocal square root (NBODY_OPTIONS in backends/cuda.py). */
 #define KERNEL extern "C" __global__
 #define DEVICE __device__ static inline
 #define GLOBAL
